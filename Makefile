@@ -1,0 +1,111 @@
+# leakshim — `make` builds the shim, the tool and the samples; `make test` runs every test tier;
+# `make bench` prints the benchmark ratios. Quiet by default: V=1 shows commands, DEBUG=1 -O0.
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+BINDIR  ?= $(PREFIX)/bin
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-7s %s\n' $(1) $(2);
+endif
+
+ifeq ($(DEBUG),1)
+OPT := -O0 -g3
+else
+OPT := -O2 -g
+endif
+
+WARN    := -Wall -Wextra -Werror
+CSTD    := -std=c11 -D_GNU_SOURCE
+CFLAGS  ?=
+CFLAGS  += $(CSTD) $(WARN) $(OPT)
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+# The core is everything in shim/ that is not a hook; hooks are shim/hook_*.c (one per family).
+CORE_SRC := shim/options.c shim/rawio.c shim/stack.c shim/registry.c shim/report.c
+HOOK_SRC := $(sort $(wildcard shim/hook_*.c))
+SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
+SHIM_HDR := $(wildcard shim/*.h)
+SHIM     := shim/libleakshim.so
+TOOL     := tools/leakshim
+TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c
+
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:.c=)
+
+# Samples: the prefix of the file name says which driver it links.
+SAMPLE_SRC := $(sort $(wildcard samples/*.c))
+SAMPLE_BIN := $(SAMPLE_SRC:.c=)
+lib_pq     := $(shell pkg-config --cflags --libs libpq 2>/dev/null || echo -I/usr/include/postgresql -lpq)
+lib_redis  := $(shell pkg-config --cflags --libs hiredis 2>/dev/null)
+lib_mongoc := $(shell pkg-config --cflags --libs libmongoc-1.0 2>/dev/null)
+lib_mysql  := $(shell pkg-config --cflags --libs libmariadb 2>/dev/null)
+sample_libs = $(strip $(if $(filter pq_%,$(1)),$(lib_pq)) $(if $(filter redis_%,$(1)),$(lib_redis)) \
+	$(if $(filter mongoc_%,$(1)),$(lib_mongoc)) $(if $(filter mysql_%,$(1)),$(lib_mysql)) -lpthread)
+
+.PHONY: all test unit unit-asan integration bench install uninstall clean format-check options-md
+all: $(SHIM) $(TOOL) $(SAMPLE_BIN)
+
+$(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
+		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -lunwind -ldl -lpthread
+
+$(TOOL): $(TOOL_SRC) $(SHIM_HDR)
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -o $@ $(TOOL_SRC)
+
+# Samples are built like a debug build (-O0 -g) so their functions are not inlined away.
+samples/%: samples/%.c
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< $(call sample_libs,$(notdir $@))
+
+# Unit tests link the core directly (no preload).
+tests/unit/test_%: tests/unit/test_%.c $(CORE_SRC) $(SHIM_HDR)
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
+
+# The core's unit tests and the tool, built and run with ASan+UBSan.
+ASAN_DIR := build/asan
+unit-asan:
+	@mkdir -p $(ASAN_DIR)
+	@set -e; for s in $(UNIT_SRC); do b=$(ASAN_DIR)/$$(basename $$s .c); \
+		printf '  %-7s %s\n' ASAN $$b; \
+		$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -Ishim -o $$b $$s $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread; \
+		echo "== $$b"; ./$$b; done
+	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -o $(ASAN_DIR)/leakshim $(TOOL_SRC)
+	$(Q)LEAKSHIM_TOOL=$(ASAN_DIR)/leakshim $(PYTHON) -m pytest -q tests/integration/test_tool.py
+
+integration: all
+	$(PYTHON) -m pytest -q tests/integration
+
+test: all unit unit-asan integration
+
+bench: all
+	$(PYTHON) tests/bench/bench.py
+
+options-md: $(TOOL)
+	@./$(TOOL) options --markdown
+
+format-check:
+	clang-format --dry-run --Werror shim/*.c shim/*.h tools/*.c tests/unit/*.c samples/*.c
+
+install: $(SHIM) $(TOOL)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(SHIM) $(DESTDIR)$(LIBDIR)/libleakshim.so
+	install -m 0755 $(TOOL) $(DESTDIR)$(BINDIR)/leakshim
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim
+
+clean:
+	rm -rf $(SHIM) $(TOOL) $(UNIT_BIN) $(SAMPLE_BIN) build .pytest_cache tests/integration/__pycache__

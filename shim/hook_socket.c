@@ -1,0 +1,195 @@
+/* Socket lifetime hooks: socket, connect, and every way an fd dies, moves or is duplicated.
+ * Each hook: resolve, guard, call the real function, hand the facts to the registry. Return value
+ * and errno of the real call are passed through untouched. */
+#include "leakshim.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+
+#define REAL(fn) real_##fn
+#define RESOLVE(fn)                                                                                \
+    do {                                                                                           \
+        if (LS_UNLIKELY(!real_##fn))                                                               \
+            real_##fn = (__typeof__(real_##fn))ls_real_symbol(#fn);                                \
+    } while (0)
+/* A missing required libc symbol: say so once and fail the call the way libc would. */
+#define REQUIRE(fn, failval)                                                                       \
+    do {                                                                                           \
+        RESOLVE(fn);                                                                               \
+        if (LS_UNLIKELY(!real_##fn)) {                                                             \
+            ls_missing_symbol(#fn);                                                                \
+            errno = ENOSYS;                                                                        \
+            return failval;                                                                        \
+        }                                                                                          \
+    } while (0)
+
+static int (*real_socket)(int, int, int);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int (*real_close)(int);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_fcntl64)(int, int, ...);
+static int (*real_close_range)(unsigned, unsigned, int);
+static void (*real_closefrom)(int);
+static int (*real_fclose)(FILE *);
+static pid_t (*real_fork)(void);
+
+LEAKSHIM_EXPORT int socket(int domain, int type, int protocol)
+{
+    REQUIRE(socket, -1);
+    int fd = REAL(socket)(domain, type, protocol);
+    if (fd >= 0 && !ls_in_shim) {
+        int e = errno;
+        ls_on_socket_new(fd); /* lock-free unless the number was closed behind our back */
+        errno = e;
+    }
+    return fd;
+}
+
+LEAKSHIM_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    REQUIRE(connect, -1);
+    if (ls_in_shim)
+        return REAL(connect)(fd, addr, len);
+    ls_init();
+    int ret = REAL(connect)(fd, addr, len);
+    int e = errno;
+    /* A non-blocking or interrupted connect goes on in the kernel: the socket is live. */
+    if (ret == 0 || e == EINPROGRESS || e == EINTR) {
+        ls_in_shim++;
+        ls_on_connect(fd, addr, len);
+        ls_in_shim--;
+    }
+    errno = e;
+    return ret;
+}
+
+LEAKSHIM_EXPORT int close(int fd)
+{
+    REQUIRE(close, -1);
+    if (!ls_in_shim && LS_UNLIKELY(ls_fd_tracked(fd))) {
+        ls_in_shim++;
+        ls_on_close(fd); /* forget before the number can be handed out again */
+        ls_in_shim--;
+    }
+    return REAL(close)(fd);
+}
+
+static int after_dup(int oldfd, int ret)
+{
+    if (ret >= 0 && !ls_in_shim) {
+        int e = errno;
+        ls_in_shim++;
+        ls_on_dup(oldfd, ret);
+        ls_in_shim--;
+        errno = e;
+    }
+    return ret;
+}
+
+LEAKSHIM_EXPORT int dup(int fd)
+{
+    REQUIRE(dup, -1);
+    return after_dup(fd, REAL(dup)(fd));
+}
+
+/* dup2/dup3 replace newfd atomically, so recording after the call leaves no window. */
+LEAKSHIM_EXPORT int dup2(int oldfd, int newfd)
+{
+    REQUIRE(dup2, -1);
+    return after_dup(oldfd, REAL(dup2)(oldfd, newfd));
+}
+
+LEAKSHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    REQUIRE(dup3, -1);
+    return after_dup(oldfd, REAL(dup3)(oldfd, newfd, flags));
+}
+
+/* fcntl's third argument is an int or a pointer depending on cmd; like glibc, take it as a
+ * pointer-sized value and pass it on unchanged. */
+#define FCNTL_BODY(fn)                                                                             \
+    va_list ap;                                                                                    \
+    va_start(ap, cmd);                                                                             \
+    void *arg = va_arg(ap, void *);                                                                \
+    va_end(ap);                                                                                    \
+    REQUIRE(fn, -1);                                                                               \
+    int ret = REAL(fn)(fd, cmd, arg);                                                              \
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)                                                  \
+        return after_dup(fd, ret);                                                                 \
+    return ret;
+
+LEAKSHIM_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    FCNTL_BODY(fcntl)
+}
+
+LEAKSHIM_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    FCNTL_BODY(fcntl64)
+}
+
+LEAKSHIM_EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+    REQUIRE(close_range, -1);
+    if (!ls_in_shim && first <= last && !(flags & CLOSE_RANGE_CLOEXEC)) {
+        int e = errno;
+        ls_in_shim++;
+        ls_on_close_range(first, last);
+        ls_in_shim--;
+        errno = e;
+    }
+    return REAL(close_range)(first, last, flags);
+}
+
+LEAKSHIM_EXPORT void closefrom(int lowfd)
+{
+    RESOLVE(closefrom);
+    if (!real_closefrom) {
+        ls_missing_symbol("closefrom");
+        return;
+    }
+    if (!ls_in_shim && lowfd >= 0) {
+        int e = errno;
+        ls_in_shim++;
+        ls_on_close_range((unsigned)lowfd, ~0u);
+        ls_in_shim--;
+        errno = e;
+    }
+    REAL(closefrom)(lowfd);
+}
+
+/* fclose of an fdopen'ed socket closes the fd inside libc, where no close hook sees it. */
+LEAKSHIM_EXPORT int fclose(FILE *fp)
+{
+    REQUIRE(fclose, EOF);
+    if (!ls_in_shim && fp) {
+        int e = errno;
+        int fd = fileno(fp);
+        if (fd >= 0 && ls_fd_tracked(fd)) {
+            ls_in_shim++;
+            ls_on_close(fd);
+            ls_in_shim--;
+        }
+        errno = e;
+    }
+    return REAL(fclose)(fp);
+}
+
+LEAKSHIM_EXPORT pid_t fork(void)
+{
+    REQUIRE(fork, -1);
+    pid_t pid = REAL(fork)();
+    if (pid == 0) {
+        int e = errno;
+        ls_after_fork_child(); /* the child gets its own reporter thread and dump trigger */
+        errno = e;
+    }
+    return pid;
+}

@@ -1,0 +1,287 @@
+/*
+ * leakshim internal API: the one header between the thin hook files (hook_*.c) and the core
+ * (registry.c, stack.c, report.c, options.c, rawio.c, init.c). Nothing here is exported from
+ * libleakshim.so except what is marked LEAKSHIM_EXPORT in the hook files.
+ *
+ * The core is unit-tested by linking it directly (no preload), so core files never call a hooked
+ * libc function through its public name where that would recurse: they use ls_sys_close().
+ */
+#ifndef LEAKSHIM_H
+#define LEAKSHIM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define LEAKSHIM_EXPORT __attribute__((visibility("default")))
+#define LS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define LS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LS_TLS __thread __attribute__((tls_model("initial-exec")))
+#define LS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* ---------------------------------------------------------------- recursion guard
+ * A __thread counter rather than a pthread key: pthread_getspecific may allocate on first use and
+ * is not async-signal-safe; an initial-exec TLS int is one instruction and never allocates.
+ * Every hook does: if (ls_in_shim) return real(...); ls_in_shim++ ... ls_in_shim--. */
+extern LS_TLS int ls_in_shim;
+
+/* ---------------------------------------------------------------- real functions
+ * One place resolves symbols (libfiu's libc_symbol()). Returns NULL when absent; never asserts. */
+void *ls_real_symbol(const char *name);
+/* Required symbol missing: one raw-written line naming it (once per name). */
+void ls_missing_symbol(const char *name);
+
+/* ---------------------------------------------------------------- time, raw output */
+double ls_now(void);                 /* CLOCK_REALTIME seconds */
+double ls_mono(void);                /* CLOCK_MONOTONIC seconds */
+int ls_sys_close(int fd);            /* raw syscall close, bypasses every hook */
+int ls_write_all(int fd, const void *buf, size_t len); /* retries EINTR/partial; 0 or -1 */
+/* One line to stderr prefixed "leakshim: ". Not for signal handlers (uses vsnprintf). */
+void ls_warn(const char *fmt, ...) LS_PRINTF(1, 2);
+
+/* Growable output buffer used by the reporters (never used in a signal handler). */
+typedef struct ls_buf {
+    char *data;
+    size_t len, cap;
+    int oom;
+} ls_buf;
+void ls_buf_printf(ls_buf *b, const char *fmt, ...) LS_PRINTF(2, 3);
+void ls_buf_puts(ls_buf *b, const char *s);
+void ls_buf_json_str(ls_buf *b, const char *s); /* quoted, escaped JSON string; NULL -> null */
+void ls_buf_free(ls_buf *b);
+
+/* ---------------------------------------------------------------- options (options.c) */
+enum ls_format { LS_FMT_TEXT, LS_FMT_JSON, LS_FMT_BOTH };
+enum ls_track { LS_TRACK_DB, LS_TRACK_ALL };
+
+#define LS_MAX_PORTS 64
+#define LS_MAX_PATHS 32
+#define LS_PATH_LEN 256
+
+typedef struct ls_port_range {
+    uint16_t lo, hi;
+} ls_port_range;
+
+typedef struct ls_options {
+    char report[LS_PATH_LEN];        /* "stderr" or a path, %p = pid */
+    int format;                      /* enum ls_format */
+    int signal;                      /* signal number; 0 = none */
+    int exitcode;                    /* 0 = off */
+    double threshold;                /* seconds */
+    int frames;                      /* native frames captured, 1..64 */
+    ls_port_range ports[LS_MAX_PORTS];
+    int nports;
+    char paths[LS_MAX_PATHS][LS_PATH_LEN]; /* fnmatch patterns on the socket path's basename */
+    int npaths;
+    int track;                       /* enum ls_track */
+    char suppressions[LS_PATH_LEN];  /* file or "" */
+    double interval;                 /* timeline sample period, 0 = off */
+    int verbosity;                   /* 0 quiet .. 2 chatty */
+    int top;                         /* churn table rows */
+    char dump_dir[LS_PATH_LEN];      /* where signal snapshots are also written for `leakshim dump` */
+    int help;
+} ls_options;
+
+extern ls_options ls_opt;
+
+void ls_options_defaults(ls_options *o);
+/* Parses a LEAKSHIM_OPTIONS string into o (which should hold defaults). Each problem is reported
+ * through err(msg) as one line; the key keeps its default. Returns the number of problems. */
+int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, void *arg), void *arg);
+/* Writes the options table: as plain text (help=1) or as a Markdown table (README). */
+void ls_options_help(ls_buf *b, int markdown);
+int ls_signal_from_name(const char *name); /* "USR2", "SIGUSR2", "12" -> number; -1 unknown */
+const char *ls_signal_name(int sig);
+
+/* ---------------------------------------------------------------- stacks (stack.c) */
+#define LS_MAX_FRAMES 64
+typedef uint32_t ls_stack_id;        /* 0 = no stack */
+
+/* Python frames are provided by hook_python.c; strings must live for the whole process
+ * (the provider interns them). */
+typedef struct ls_pyframe {
+    const char *file;
+    const char *func;
+    int line;
+} ls_pyframe;
+
+/* Captures the caller's native stack (frames inside libleakshim are dropped), interns it. */
+ls_stack_id ls_stack_capture(void);
+/* Interns a raw native stack (used by capture and by unit tests). */
+ls_stack_id ls_stack_intern(void *const *frames, int n);
+ls_stack_id ls_pystack_intern(const ls_pyframe *frames, int n);
+/* Set by hook_python.c when the host is CPython: returns the current Python stack, 0 if none. */
+extern ls_stack_id (*ls_pystack_hook)(void);
+ls_stack_id ls_pystack_capture(void); /* calls the hook if set */
+
+typedef struct ls_stack {
+    ls_stack_id id;
+    uint32_t hash;
+    int n;
+    int is_py;
+    uint64_t created;                /* how many sockets/handles were created from this stack */
+    void **frames;                   /* native */
+    ls_pyframe *pyframes;            /* python */
+} ls_stack;
+const ls_stack *ls_stack_get(ls_stack_id id);
+void ls_stack_count(ls_stack_id id); /* +1 creation */
+size_t ls_stack_total(void);         /* number of interned stacks */
+
+/* Report-time symbolization of one native frame. Never in a signal handler. */
+typedef struct ls_sym {
+    char module[LS_PATH_LEN];
+    uintptr_t offset;                /* pc - module load base */
+    char build_id[41];
+    char symbol[128];
+    uintptr_t sym_off;
+} ls_sym;
+void ls_symbolize(void *pc, ls_sym *out);
+/* Is this frame inside libleakshim itself (skipped when capturing)? */
+int ls_frame_is_self(void *pc);
+void ls_stack_lock_all(void);        /* atfork prepare */
+void ls_stack_unlock_all(int child); /* atfork parent/child */
+void ls_stack_init_self(void);  /* constructor: learn the shim's own text range */
+
+/* ---------------------------------------------------------------- registry (registry.c) */
+enum ls_driver {
+    LS_DRV_NONE = 0,  /* classified by address only */
+    LS_DRV_LIBPQ,
+    LS_DRV_HIREDIS,
+    LS_DRV_MONGOC,
+    LS_DRV_MYSQL,
+    LS_DRV_PYMONGO,
+    LS_DRV_REDISPY,
+    LS_DRV_PSYCOPG2,
+    LS_DRV_SQLALCHEMY,
+    LS_DRV_PYTHON,    /* a Python pool or driver not listed above */
+    LS_DRV_COUNT
+};
+const char *ls_driver_name(int drv);
+
+enum ls_state {
+    LS_ST_IN_USE = 0,  /* open, owned by a live handle or by nobody known */
+    LS_ST_IDLE_IN_POOL,
+    LS_ST_CHECKED_OUT,
+    LS_ST_ORPHANED,    /* its handle was freed but the socket is still open */
+    LS_ST_BACKGROUND,  /* driver's own monitoring socket */
+    LS_ST_COUNT
+};
+const char *ls_state_name(int st);
+
+enum ls_hkind { LS_HK_CLIENT = 0, LS_HK_POOL };
+
+/* Attribution context: sockets connected by this thread while a context is set are database
+ * sockets (whatever their address) owned by ctx.driver / ctx.handle / ctx.pool. handle may be 0
+ * when the driver call has not returned its handle yet; ls_handle_adopt_pending() then links
+ * them. Contexts nest (push returns the previous one, pop restores it). */
+typedef struct ls_ctx {
+    int driver;
+    uintptr_t handle;
+    uintptr_t pool;
+    int background;
+} ls_ctx;
+ls_ctx ls_ctx_push(int driver, uintptr_t handle, uintptr_t pool, int background);
+void ls_ctx_pop(ls_ctx prev);
+ls_ctx ls_ctx_current(void);
+
+void ls_registry_init(void);
+/* Socket events from hook_socket.c (call after the real call succeeded). */
+void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len);
+void ls_on_close(int fd);            /* call BEFORE the real close (forget-before-close rule) */
+void ls_on_close_range(unsigned lo, unsigned hi);
+void ls_on_dup(int oldfd, int newfd); /* newfd now refers to oldfd's socket */
+void ls_on_socket_new(int fd);       /* a fresh fd number: drop any stale entry with that number */
+int ls_fd_tracked(int fd);           /* lock-free quick check */
+void ls_on_fork_child(void);
+
+/* Driver handles and pools (hook_libpq.c, hook_hiredis.c, hook_mongoc.c, hook_mysql.c,
+ * hook_python.c). All keys are the handle's address (or a Python object's id). */
+void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool);
+void ls_handle_close(uintptr_t h);   /* the driver freed it */
+void ls_handle_adopt_fd(uintptr_t h, int fd);        /* fd's socket belongs to h */
+void ls_handle_adopt_pending(uintptr_t h);           /* sockets this thread connected in a ctx with handle 0 */
+void ls_handle_release_fd(uintptr_t h, int fd);      /* driver keeps fd open but h no longer owns it */
+void ls_pool_checkout(uintptr_t pool, uintptr_t client); /* captures the checkout stack */
+void ls_pool_checkin(uintptr_t pool, uintptr_t client);
+int ls_handle_known(uintptr_t h);
+
+/* Report-time view of the registry: copied under the lock after every entry was checked against
+ * the kernel (stored inode vs fstat now), so reports never hold the registry lock while they
+ * symbolize or write. Free with ls_registry_snapshot_free(). */
+typedef struct ls_conn_view {
+    int fd;                           /* lowest live fd */
+    int fds[8];
+    int nfds;
+    uint64_t ino;
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+    int driver;
+    uintptr_t handle, pool;
+    int state;                        /* enum ls_state */
+    int background, inherited;
+    double created;                   /* realtime */
+    double idle;                      /* seconds since last data (TCP_INFO), -1 unknown */
+    int tid;
+    ls_stack_id stack, pystack;
+} ls_conn_view;
+
+typedef struct ls_handle_view {
+    uintptr_t handle;
+    int driver, kind;
+    uintptr_t pool;
+    int freed, inherited;
+    int open_socks;                   /* sockets open now */
+    int socks_ever;                   /* sockets ever attributed */
+    int closed_socks;                 /* closed while attached */
+    int moved_socks;                  /* re-attributed to another handle (e.g. Python wrapper) */
+    int checked_out;
+    double created, checkout_time;
+    ls_stack_id stack, pystack, co_stack, co_pystack;
+    int tid;
+} ls_handle_view;
+
+typedef struct ls_snapshot {
+    ls_conn_view *conns;
+    size_t nconns;
+    ls_handle_view *handles;
+    size_t nhandles;
+    uint64_t closed_behind;           /* entries dropped by the kernel check */
+} ls_snapshot;
+int ls_registry_snapshot(ls_snapshot *s, int kernel_check);
+int ls_registry_checked_out(void);   /* clients checked out now (cheap) */
+void ls_registry_snapshot_free(ls_snapshot *s);
+/* Marks the checkout of client as warned; returns 1 if it was not warned before. */
+int ls_checkout_mark_warned(uintptr_t client, double checkout_time);
+/* Service name for a socket ("PostgreSQL", "Redis", ...), from driver, port or path. */
+const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len);
+int ls_classify(const struct sockaddr *sa, socklen_t len); /* 1 if the address is a database's */
+void ls_registry_lock_all(void);      /* atfork prepare */
+void ls_registry_unlock_all(int child); /* atfork parent/child */
+
+/* ---------------------------------------------------------------- reports (report.c) */
+/* Takes the exit report once (later calls do nothing); returns the number of unsuppressed
+ * leaks found. Python calls this from its own atexit, the C atexit handler afterwards. */
+int ls_report_exit(void);
+void ls_report_snapshot(void);       /* signal dump: report destination + dump_dir file */
+void ls_report_check_thresholds(void); /* live warnings; called by the reporter thread */
+int ls_exit_leaks(void);             /* leaks counted by the exit report (-1 if not taken) */
+/* Builds a report into b (unit tests and the functions above). kind: 0 exit, 1 snapshot. */
+void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out);
+void ls_timeline_sample(void);       /* reporter thread, every `interval` seconds */
+void ls_report_reset_after_fork(void);
+int ls_suppressions_load(const char *path); /* number of patterns, -1 on error (warned) */
+void ls_suppressions_add(const char *pattern);
+void ls_suppressions_clear(void);
+
+/* ---------------------------------------------------------------- runtime (init.c) */
+void ls_init(void);                  /* idempotent; constructor and first hook */
+void ls_trigger_dump(void);          /* async-signal-safe: wake the reporter thread */
+void ls_after_fork_child(void);      /* fork() hook, child side, normal context */
+extern pid_t ls_reporter_tid;
+
+#endif

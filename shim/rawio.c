@@ -1,0 +1,148 @@
+/* Raw output and small utilities shared by the shim and the tool. Nothing here allocates except
+ * the ls_buf functions, which are only used by reporters (never in a signal handler). */
+#include "leakshim.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+LS_TLS int ls_in_shim;
+
+double ls_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double ls_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Async-signal-safe: the raw syscall never reaches any close hook (ours or another preload's). */
+int ls_sys_close(int fd)
+{
+    return (int)syscall(SYS_close, fd);
+}
+
+/* Async-signal-safe. */
+int ls_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void ls_warn(const char *fmt, ...)
+{
+    int saved = errno;
+    char line[512];
+    int n = snprintf(line, sizeof line, "leakshim: ");
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        m = 0;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    ls_write_all(2, line, len);
+    errno = saved;
+}
+
+static int buf_reserve(ls_buf *b, size_t extra)
+{
+    if (b->oom)
+        return -1;
+    if (b->len + extra + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = 1;
+        return -1;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+void ls_buf_printf(ls_buf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0 || buf_reserve(b, (size_t)n) < 0)
+        return;
+    if ((size_t)n < sizeof small) {
+        memcpy(b->data + b->len, small, (size_t)n + 1);
+    } else {
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+void ls_buf_puts(ls_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (buf_reserve(b, n) < 0)
+        return;
+    memcpy(b->data + b->len, s, n + 1);
+    b->len += n;
+}
+
+void ls_buf_json_str(ls_buf *b, const char *s)
+{
+    if (!s) {
+        ls_buf_puts(b, "null");
+        return;
+    }
+    ls_buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': ls_buf_puts(b, "\\\""); break;
+        case '\\': ls_buf_puts(b, "\\\\"); break;
+        case '\n': ls_buf_puts(b, "\\n"); break;
+        case '\t': ls_buf_puts(b, "\\t"); break;
+        case '\r': ls_buf_puts(b, "\\r"); break;
+        default:
+            if (*p < 0x20)
+                ls_buf_printf(b, "\\u%04x", *p);
+            else {
+                char c[2] = {(char)*p, 0};
+                ls_buf_puts(b, c);
+            }
+        }
+    }
+    ls_buf_puts(b, "\"");
+}
+
+void ls_buf_free(ls_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}

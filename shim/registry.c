@@ -1,0 +1,792 @@
+/* The registry: live tracked sockets (keyed by socket inode, so a dup'ed or reused fd number is
+ * never confused with the original) and driver handles/pools (keyed by address). One mutex, never
+ * held while calling out (stack capture and symbolization happen outside it); untracked fds are
+ * rejected lock-free through fdtab. */
+#include "leakshim.h"
+#include "ls_uthash.h"
+
+#include <fnmatch.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+typedef struct conn {
+    uint64_t ino; /* key */
+    int *fds;
+    int nfds, capfds;
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+    int driver;
+    uintptr_t handle, pool;
+    int background, inherited;
+    double created;
+    int tid;
+    ls_stack_id stack, pystack;
+    UT_hash_handle hh;
+} conn;
+
+typedef struct handle {
+    uintptr_t key;
+    int driver, kind;
+    uintptr_t pool;
+    int freed, inherited;
+    int open_socks, socks_ever, closed_socks, moved_socks;
+    int checked_out, warned;
+    double created, checkout_time;
+    ls_stack_id stack, pystack, co_stack, co_pystack;
+    int tid;
+    UT_hash_handle hh;
+} handle;
+
+typedef struct fd_over { /* fds beyond FDTAB_MAX */
+    int fd;
+    conn *c;
+    UT_hash_handle hh;
+} fd_over;
+
+#define FDTAB_MAX (1 << 20)
+static conn **fdtab; /* fd -> conn, read lock-free by ls_fd_tracked */
+static fd_over *fdover;
+static conn *conns;
+static handle *handles;
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t closed_behind;
+
+static LS_TLS ls_ctx tls_ctx;
+static LS_TLS uint64_t tls_pending[8]; /* inodes connected in a ctx whose handle was not known yet */
+static LS_TLS int tls_npending;
+static LS_TLS int tls_tid;
+
+void ls_registry_init(void)
+{
+    if (fdtab)
+        return;
+    void *p = mmap(NULL, FDTAB_MAX * sizeof(conn *), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED)
+        fdtab = p;
+}
+
+static conn *fd_get(int fd)
+{
+    if (fd < 0)
+        return NULL;
+    if (fdtab && fd < FDTAB_MAX)
+        return __atomic_load_n(&fdtab[fd], __ATOMIC_ACQUIRE);
+    fd_over *o;
+    HASH_FIND_INT(fdover, &fd, o);
+    return o ? o->c : NULL;
+}
+
+static void fd_set_conn(int fd, conn *c)
+{
+    if (fdtab && fd < FDTAB_MAX) {
+        __atomic_store_n(&fdtab[fd], c, __ATOMIC_RELEASE);
+        return;
+    }
+    fd_over *o;
+    HASH_FIND_INT(fdover, &fd, o);
+    if (c) {
+        if (!o && (o = calloc(1, sizeof *o))) {
+            o->fd = fd;
+            ls_hash_oom = 0;
+            HASH_ADD_INT(fdover, fd, o);
+            if (ls_hash_oom) {
+                ls_hash_oom = 0;
+                free(o);
+                return;
+            }
+        }
+        if (o)
+            o->c = c;
+    } else if (o) {
+        HASH_DEL(fdover, o);
+        free(o);
+    }
+}
+
+/* Lock-free: the common close() of a file or an untracked socket costs one load. Tracked fds
+ * above FDTAB_MAX (rare) answer 1 so the caller takes the locked path. */
+int ls_fd_tracked(int fd)
+{
+    if (fd < 0)
+        return 0;
+    if (LS_LIKELY(fdtab && fd < FDTAB_MAX))
+        return __atomic_load_n(&fdtab[fd], __ATOMIC_RELAXED) != NULL;
+    return fdover != NULL;
+}
+
+static handle *handle_get(uintptr_t h)
+{
+    handle *e;
+    HASH_FIND(hh, handles, &h, sizeof h, e);
+    return e;
+}
+
+static void handle_maybe_drop(handle *h)
+{
+    if (h && h->freed && h->open_socks <= 0) {
+        HASH_DEL(handles, h);
+        free(h);
+    }
+}
+
+static void conn_free(conn *c)
+{
+    HASH_DEL(conns, c);
+    if (c->handle) {
+        handle *h = handle_get(c->handle);
+        if (h) {
+            h->open_socks--;
+            h->closed_socks++;
+            handle_maybe_drop(h);
+        }
+    }
+    free(c->fds);
+    free(c);
+}
+
+/* Caller holds reg_lock. */
+static void unmap_fd(int fd)
+{
+    conn *c = fd_get(fd);
+    if (!c)
+        return;
+    fd_set_conn(fd, NULL);
+    for (int i = 0; i < c->nfds; i++) {
+        if (c->fds[i] == fd) {
+            c->fds[i] = c->fds[--c->nfds];
+            break;
+        }
+    }
+    if (c->nfds == 0)
+        conn_free(c);
+}
+
+static int map_fd(int fd, conn *c)
+{
+    if (c->nfds == c->capfds) {
+        int nc = c->capfds ? c->capfds * 2 : 2;
+        int *n = realloc(c->fds, (size_t)nc * sizeof *n);
+        if (!n)
+            return -1;
+        c->fds = n;
+        c->capfds = nc;
+    }
+    c->fds[c->nfds++] = fd;
+    fd_set_conn(fd, c);
+    return 0;
+}
+
+static int my_tid(void)
+{
+    if (!tls_tid)
+        tls_tid = (int)gettid();
+    return tls_tid;
+}
+
+/* ------------------------------------------------------------------ classification */
+
+int ls_classify(const struct sockaddr *sa, socklen_t len)
+{
+    if (!sa || len < sizeof(sa_family_t))
+        return 0;
+    int port = -1;
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    if (port >= 0) {
+        for (int i = 0; i < ls_opt.nports; i++)
+            if (port >= ls_opt.ports[i].lo && port <= ls_opt.ports[i].hi)
+                return 1;
+        return 0;
+    }
+    if (sa->sa_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path)) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        char path[sizeof un->sun_path + 1];
+        size_t n = len - offsetof(struct sockaddr_un, sun_path);
+        if (n > sizeof un->sun_path)
+            n = sizeof un->sun_path;
+        memcpy(path, un->sun_path, n);
+        path[n] = 0;
+        if (!path[0]) /* abstract socket: match the name after the NUL */
+            memmove(path, path + 1, n);
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        for (int i = 0; i < ls_opt.npaths; i++)
+            if (!fnmatch(ls_opt.paths[i], base, 0))
+                return 1;
+    }
+    return 0;
+}
+
+static const struct {
+    int lo, hi;
+    const char *name;
+} port_names[] = {
+    {5432, 5432, "PostgreSQL"}, {6432, 6432, "PgBouncer"},    {3306, 3306, "MySQL"},
+    {33060, 33060, "MySQL X"},  {6379, 6379, "Redis"},        {26379, 26379, "Redis Sentinel"},
+    {27017, 27019, "MongoDB"},  {1433, 1433, "SQL Server"},   {1521, 1521, "Oracle"},
+    {9042, 9042, "Cassandra"},  {11211, 11211, "memcached"}, {26257, 26257, "CockroachDB"},
+    {7687, 7687, "Neo4j"},      {5984, 5984, "CouchDB"},      {8529, 8529, "ArangoDB"},
+    {28015, 28015, "RethinkDB"},
+};
+
+const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len)
+{
+    switch (driver) {
+    case LS_DRV_LIBPQ:
+    case LS_DRV_PSYCOPG2: return "PostgreSQL";
+    case LS_DRV_HIREDIS:
+    case LS_DRV_REDISPY: return "Redis";
+    case LS_DRV_MONGOC:
+    case LS_DRV_PYMONGO: return "MongoDB";
+    case LS_DRV_MYSQL: return "MySQL";
+    default: break;
+    }
+    if (sa && len >= sizeof(struct sockaddr_in) && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
+        int port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+                                            : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+        for (size_t i = 0; i < sizeof port_names / sizeof port_names[0]; i++)
+            if (port >= port_names[i].lo && port <= port_names[i].hi)
+                return port_names[i].name;
+    }
+    if (sa && sa->sa_family == AF_UNIX) {
+        const char *p = ((const struct sockaddr_un *)sa)->sun_path;
+        if (strstr(p, ".s.PGSQL."))
+            return "PostgreSQL";
+        if (strstr(p, "mysql") || strstr(p, "mariadb"))
+            return "MySQL";
+        if (strstr(p, "redis"))
+            return "Redis";
+        if (strstr(p, "mongodb"))
+            return "MongoDB";
+    }
+    return "database";
+}
+
+static const char *const driver_names[LS_DRV_COUNT] = {
+    [LS_DRV_NONE] = "socket",     [LS_DRV_LIBPQ] = "libpq",       [LS_DRV_HIREDIS] = "hiredis",
+    [LS_DRV_MONGOC] = "libmongoc", [LS_DRV_MYSQL] = "mariadb",     [LS_DRV_PYMONGO] = "pymongo",
+    [LS_DRV_REDISPY] = "redis-py", [LS_DRV_PSYCOPG2] = "psycopg2", [LS_DRV_SQLALCHEMY] = "sqlalchemy",
+    [LS_DRV_PYTHON] = "python",
+};
+
+const char *ls_driver_name(int drv)
+{
+    return drv >= 0 && drv < LS_DRV_COUNT ? driver_names[drv] : "?";
+}
+
+const char *ls_state_name(int st)
+{
+    static const char *const n[LS_ST_COUNT] = {"in-use", "idle-in-pool", "checked-out", "orphaned", "background"};
+    return st >= 0 && st < LS_ST_COUNT ? n[st] : "?";
+}
+
+/* ------------------------------------------------------------------ attribution context */
+
+ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
+{
+    ls_ctx prev = tls_ctx;
+    tls_ctx.driver = driver;
+    tls_ctx.handle = h;
+    tls_ctx.pool = pool;
+    tls_ctx.background = background;
+    if (!prev.driver)
+        tls_npending = 0;
+    return prev;
+}
+
+void ls_ctx_pop(ls_ctx prev)
+{
+    tls_ctx = prev;
+}
+
+ls_ctx ls_ctx_current(void)
+{
+    return tls_ctx;
+}
+
+/* ------------------------------------------------------------------ socket events */
+
+void ls_on_socket_new(int fd)
+{
+    if (LS_LIKELY(!ls_fd_tracked(fd)))
+        return;
+    /* The number was closed behind our back (syscall, fclose of an unknown FILE...) and reused. */
+    pthread_mutex_lock(&reg_lock);
+    if (fd_get(fd)) {
+        closed_behind++;
+        unmap_fd(fd);
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+static void attach_locked(conn *c, uintptr_t h)
+{
+    handle *e = handle_get(h);
+    if (!e || c->handle == h)
+        return;
+    if (c->handle) {
+        handle *old = handle_get(c->handle);
+        if (old) {
+            old->open_socks--;
+            old->moved_socks++;
+            handle_maybe_drop(old);
+        }
+    }
+    c->handle = h;
+    c->pool = e->pool;
+    if (c->driver == LS_DRV_NONE)
+        c->driver = e->driver;
+    e->open_socks++;
+    e->socks_ever++;
+}
+
+void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    ls_ctx ctx = tls_ctx;
+    int db = ctx.driver != 0 || ls_classify(addr, len);
+    if (!db && ls_opt.track == LS_TRACK_ALL && addr &&
+        (addr->sa_family == AF_INET || addr->sa_family == AF_INET6 || addr->sa_family == AF_UNIX)) {
+        int type = 0;
+        socklen_t tl = sizeof type;
+        db = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    }
+    if (!db) {
+        ls_on_socket_new(fd); /* a stale entry under this number is dead */
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return;
+    /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. */
+    ls_stack_id stack = ls_stack_capture();
+    ls_stack_id pystack = ls_pystack_capture();
+    conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->ino = (uint64_t)st.st_ino;
+    if (addr && len > 0) {
+        c->peerlen = len > sizeof c->peer ? sizeof c->peer : len;
+        memcpy(&c->peer, addr, c->peerlen);
+    }
+    c->driver = ctx.driver;
+    c->pool = ctx.pool;
+    c->background = ctx.background;
+    c->created = ls_now();
+    c->tid = my_tid();
+    c->stack = stack;
+    c->pystack = pystack;
+
+    pthread_mutex_lock(&reg_lock);
+    if (fd_get(fd))
+        unmap_fd(fd); /* connect() again on a tracked fd, or a stale entry */
+    conn *old;
+    HASH_FIND(hh, conns, &c->ino, sizeof c->ino, old);
+    if (old) /* same socket reached under another fd (dup we missed): keep one record */
+        conn_free(old);
+    ls_hash_oom = 0;
+    HASH_ADD(hh, conns, ino, sizeof c->ino, c);
+    if (ls_hash_oom) {
+        ls_hash_oom = 0;
+        pthread_mutex_unlock(&reg_lock);
+        free(c);
+        return;
+    }
+    if (map_fd(fd, c) < 0) {
+        HASH_DEL(conns, c);
+        pthread_mutex_unlock(&reg_lock);
+        free(c);
+        return;
+    }
+    if (ctx.handle)
+        attach_locked(c, ctx.handle);
+    else if (ctx.driver && tls_npending < (int)(sizeof tls_pending / sizeof tls_pending[0]))
+        tls_pending[tls_npending++] = c->ino;
+    pthread_mutex_unlock(&reg_lock);
+    ls_stack_count(stack);
+    if (pystack)
+        ls_stack_count(pystack);
+}
+
+/* Called before the real close (forget-before-close), so another thread cannot be handed the same
+ * number and connect it before we drop the old entry. */
+void ls_on_close(int fd)
+{
+    if (LS_LIKELY(!ls_fd_tracked(fd)))
+        return;
+    pthread_mutex_lock(&reg_lock);
+    unmap_fd(fd);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ls_on_close_range(unsigned lo, unsigned hi)
+{
+    pthread_mutex_lock(&reg_lock);
+    conn *c, *tmp;
+    HASH_ITER(hh, conns, c, tmp) {
+        for (int i = c->nfds - 1; i >= 0 && i < c->nfds; i--) {
+            unsigned fd = (unsigned)c->fds[i];
+            if (fd >= lo && fd <= hi) {
+                int last = c->nfds == 1;
+                unmap_fd((int)fd);
+                if (last)
+                    break; /* c is freed */
+            }
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ls_on_dup(int oldfd, int newfd)
+{
+    if (oldfd == newfd)
+        return;
+    if (!ls_fd_tracked(oldfd) && !ls_fd_tracked(newfd))
+        return;
+    pthread_mutex_lock(&reg_lock);
+    if (fd_get(newfd))
+        unmap_fd(newfd); /* dup2/dup3 closed it */
+    conn *c = fd_get(oldfd);
+    if (c)
+        map_fd(newfd, c);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+/* fork child (before any other thread exists): everything in the table belongs to the parent. */
+void ls_on_fork_child(void)
+{
+    conn *c, *tmp;
+    HASH_ITER(hh, conns, c, tmp) c->inherited = 1;
+    handle *h, *htmp;
+    HASH_ITER(hh, handles, h, htmp) h->inherited = 1;
+}
+
+/* ------------------------------------------------------------------ handles and pools */
+
+void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
+{
+    if (!h)
+        return;
+    ls_stack_id stack = ls_stack_capture();
+    ls_stack_id pystack = ls_pystack_capture();
+    handle *e = calloc(1, sizeof *e);
+    if (!e)
+        return;
+    e->key = h;
+    e->driver = driver;
+    e->kind = kind;
+    e->pool = pool;
+    e->created = ls_now();
+    e->stack = stack;
+    e->pystack = pystack;
+    e->tid = my_tid();
+    pthread_mutex_lock(&reg_lock);
+    handle *old = handle_get(h);
+    if (old) { /* address reused after a free we did not see, or opened twice: keep the newest */
+        conn *c, *tmp;
+        HASH_ITER(hh, conns, c, tmp) if (c->handle == h) c->handle = 0;
+        HASH_DEL(handles, old);
+        free(old);
+    }
+    ls_hash_oom = 0;
+    HASH_ADD(hh, handles, key, sizeof e->key, e);
+    if (ls_hash_oom) {
+        ls_hash_oom = 0;
+        free(e);
+        stack = 0;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    ls_stack_count(stack);
+    if (pystack)
+        ls_stack_count(pystack);
+}
+
+int ls_handle_known(uintptr_t h)
+{
+    pthread_mutex_lock(&reg_lock);
+    int known = handle_get(h) != NULL;
+    pthread_mutex_unlock(&reg_lock);
+    return known;
+}
+
+void ls_handle_close(uintptr_t h)
+{
+    pthread_mutex_lock(&reg_lock);
+    handle *e = handle_get(h);
+    if (e) {
+        e->freed = 1;
+        e->checked_out = 0;
+        if (e->kind == LS_HK_POOL) { /* the pool frees its idle clients */
+            handle *c, *tmp;
+            HASH_ITER(hh, handles, c, tmp) if (c->pool == h && !c->checked_out && c != e) {
+                c->freed = 1;
+                handle_maybe_drop(c);
+            }
+        }
+        handle_maybe_drop(e);
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ls_handle_adopt_fd(uintptr_t h, int fd)
+{
+    if (fd < 0 || !h)
+        return;
+    pthread_mutex_lock(&reg_lock);
+    conn *c = fd_get(fd);
+    if (c)
+        attach_locked(c, h);
+    pthread_mutex_unlock(&reg_lock);
+    if (!c) {
+        /* Not tracked yet (connected before the driver was known, e.g. an address we do not
+         * classify): track it now as the driver's. */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+            return;
+        pthread_mutex_lock(&reg_lock);
+        handle *e = handle_get(h);
+        int drv = e ? e->driver : LS_DRV_PYTHON;
+        uintptr_t pool = e ? e->pool : 0;
+        pthread_mutex_unlock(&reg_lock);
+        ls_ctx prev = ls_ctx_push(drv, h, pool, 0);
+        ls_on_connect(fd, (struct sockaddr *)&ss, len);
+        ls_ctx_pop(prev);
+    }
+}
+
+void ls_handle_adopt_pending(uintptr_t h)
+{
+    pthread_mutex_lock(&reg_lock);
+    for (int i = 0; i < tls_npending; i++) {
+        conn *c;
+        HASH_FIND(hh, conns, &tls_pending[i], sizeof tls_pending[i], c);
+        if (c && !c->handle)
+            attach_locked(c, h);
+    }
+    tls_npending = 0;
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ls_handle_release_fd(uintptr_t h, int fd)
+{
+    pthread_mutex_lock(&reg_lock);
+    conn *c = fd_get(fd);
+    if (c && c->handle == h) {
+        /* keep c->handle so the report can say "handle freed, socket still open" */
+        c->pool = 0;
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ls_pool_checkout(uintptr_t pool, uintptr_t client)
+{
+    if (!client)
+        return;
+    ls_stack_id stack = ls_stack_capture();
+    ls_stack_id pystack = ls_pystack_capture();
+    pthread_mutex_lock(&reg_lock);
+    handle *e = handle_get(client);
+    pthread_mutex_unlock(&reg_lock);
+    if (!e) {
+        int drv = LS_DRV_PYTHON;
+        pthread_mutex_lock(&reg_lock);
+        handle *p = handle_get(pool);
+        if (p)
+            drv = p->driver;
+        pthread_mutex_unlock(&reg_lock);
+        ls_handle_open(drv, LS_HK_CLIENT, client, pool);
+    }
+    pthread_mutex_lock(&reg_lock);
+    e = handle_get(client);
+    if (e) {
+        e->pool = pool;
+        e->checked_out = 1;
+        e->warned = 0;
+        e->checkout_time = ls_now();
+        e->co_stack = stack;
+        e->co_pystack = pystack;
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void ls_pool_checkin(uintptr_t pool, uintptr_t client)
+{
+    pthread_mutex_lock(&reg_lock);
+    handle *e = handle_get(client);
+    if (e) {
+        e->checked_out = 0;
+        if (pool)
+            e->pool = pool;
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+int ls_checkout_mark_warned(uintptr_t client, double checkout_time)
+{
+    int first = 0;
+    pthread_mutex_lock(&reg_lock);
+    handle *e = handle_get(client);
+    if (e && e->checked_out && e->checkout_time == checkout_time && !e->warned) {
+        e->warned = 1;
+        first = 1;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return first;
+}
+
+/* ------------------------------------------------------------------ snapshots */
+
+static int state_of(const conn *c, const handle *h)
+{
+    if (c->background)
+        return LS_ST_BACKGROUND;
+    if (h && h->freed)
+        return LS_ST_ORPHANED;
+    if (h && h->pool)
+        return h->checked_out ? LS_ST_CHECKED_OUT : LS_ST_IDLE_IN_POOL;
+    return LS_ST_IN_USE;
+}
+
+static double tcp_idle(int fd, const struct sockaddr_storage *peer)
+{
+    if (peer->ss_family != AF_INET && peer->ss_family != AF_INET6)
+        return -1;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return -1;
+    unsigned ms = ti.tcpi_last_data_sent < ti.tcpi_last_data_recv ? ti.tcpi_last_data_sent : ti.tcpi_last_data_recv;
+    return ms / 1000.0;
+}
+
+static int cmp_handle_view(const void *a, const void *b)
+{
+    uintptr_t x = ((const ls_handle_view *)a)->handle, y = ((const ls_handle_view *)b)->handle;
+    return x < y ? -1 : x > y;
+}
+
+int ls_registry_snapshot(ls_snapshot *s, int kernel_check)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_lock(&reg_lock);
+    conn *c, *tmp;
+    if (kernel_check) {
+    /* The kernel is the truth: an fd that no longer holds the socket we recorded died behind our
+     * back (syscall close, fclose of an fdopen'ed FILE we missed, exec...). */
+    HASH_ITER(hh, conns, c, tmp) {
+        for (int i = c->nfds - 1; i >= 0; i--) {
+            struct stat st;
+            int fd = c->fds[i];
+            if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != c->ino) {
+                int last = c->nfds == 1;
+                closed_behind++;
+                unmap_fd(fd);
+                if (last)
+                    break;
+            }
+        }
+    }
+    }
+    size_t nc = HASH_COUNT(conns), nh = HASH_COUNT(handles);
+    s->conns = calloc(nc ? nc : 1, sizeof *s->conns);
+    s->handles = calloc(nh ? nh : 1, sizeof *s->handles);
+    if (!s->conns || !s->handles) {
+        pthread_mutex_unlock(&reg_lock);
+        ls_registry_snapshot_free(s);
+        return -1;
+    }
+    HASH_ITER(hh, conns, c, tmp) {
+        ls_conn_view *v = &s->conns[s->nconns++];
+        handle *h = c->handle ? handle_get(c->handle) : NULL;
+        v->nfds = c->nfds < 8 ? c->nfds : 8;
+        v->fd = c->fds[0];
+        for (int i = 0; i < c->nfds; i++) {
+            if (i < 8)
+                v->fds[i] = c->fds[i];
+            if (c->fds[i] < v->fd)
+                v->fd = c->fds[i];
+        }
+        v->ino = c->ino;
+        v->peer = c->peer;
+        v->peerlen = c->peerlen;
+        v->driver = c->driver;
+        v->handle = c->handle;
+        v->pool = h ? h->pool : c->pool;
+        v->state = state_of(c, h);
+        v->background = c->background;
+        v->inherited = c->inherited;
+        v->created = c->created;
+        v->idle = tcp_idle(v->fd, &c->peer);
+        v->tid = c->tid;
+        v->stack = c->stack;
+        v->pystack = c->pystack;
+    }
+    handle *h, *htmp;
+    HASH_ITER(hh, handles, h, htmp) {
+        ls_handle_view *v = &s->handles[s->nhandles++];
+        v->handle = h->key;
+        v->driver = h->driver;
+        v->kind = h->kind;
+        v->pool = h->pool;
+        v->freed = h->freed;
+        v->inherited = h->inherited;
+        v->open_socks = h->open_socks;
+        v->socks_ever = h->socks_ever;
+        v->closed_socks = h->closed_socks;
+        v->moved_socks = h->moved_socks;
+        v->checked_out = h->checked_out;
+        v->created = h->created;
+        v->checkout_time = h->checkout_time;
+        v->stack = h->stack;
+        v->pystack = h->pystack;
+        v->co_stack = h->co_stack;
+        v->co_pystack = h->co_pystack;
+        v->tid = h->tid;
+    }
+    s->closed_behind = closed_behind;
+    pthread_mutex_unlock(&reg_lock);
+    qsort(s->handles, s->nhandles, sizeof *s->handles, cmp_handle_view);
+    return 0;
+}
+
+void ls_registry_snapshot_free(ls_snapshot *s)
+{
+    free(s->conns);
+    free(s->handles);
+    memset(s, 0, sizeof *s);
+}
+
+int ls_registry_checked_out(void)
+{
+    int n = 0;
+    pthread_mutex_lock(&reg_lock);
+    handle *h, *tmp;
+    HASH_ITER(hh, handles, h, tmp) n += h->checked_out && !h->inherited;
+    pthread_mutex_unlock(&reg_lock);
+    return n;
+}
+
+/* atfork prepare: no other thread may be inside the tables while the address space is copied. */
+void ls_registry_lock_all(void)
+{
+    pthread_mutex_lock(&reg_lock);
+}
+
+/* atfork parent/child: in the child the lock owner is gone, so reinitialise rather than unlock. */
+void ls_registry_unlock_all(int child)
+{
+    if (child) {
+        pthread_mutex_init(&reg_lock, NULL);
+        tls_tid = 0;
+    } else
+        pthread_mutex_unlock(&reg_lock);
+}

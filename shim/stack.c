@@ -1,0 +1,339 @@
+/* Stack capture (libunwind, raw addresses only on the hot path), interning by hash so identical
+ * stacks share one record, and report-time symbolization (dladdr + the module's own ELF .symtab,
+ * so static functions of a program built without -rdynamic are still named). */
+#include "leakshim.h"
+#include "ls_uthash.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int ls_hash_oom;
+ls_stack_id (*ls_pystack_hook)(void);
+
+typedef struct stack_ent {
+    uint32_t hash;      /* key */
+    ls_stack s;
+    struct stack_ent *next; /* same hash, different frames */
+    UT_hash_handle hh;
+} stack_ent;
+
+static pthread_mutex_t stack_lock = PTHREAD_MUTEX_INITIALIZER;
+static stack_ent *stacks_by_hash;
+static ls_stack **stacks_by_id; /* index = id */
+static size_t nstacks, cap_stacks;
+static uintptr_t self_lo, self_hi;
+
+static uint32_t hash_bytes(const void *p, size_t n, uint32_t h)
+{
+    const unsigned char *c = p; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 16777619u;
+    return h;
+}
+
+static int self_phdr_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    uintptr_t pc = (uintptr_t)arg;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (pc >= lo && pc < hi) {
+            self_lo = lo;
+            self_hi = hi;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Called once from the shim's constructor: frames inside libleakshim are dropped from stacks. In
+ * unit tests (core linked into the test) it is not called, so nothing is dropped. */
+void ls_stack_init_self(void)
+{
+    dl_iterate_phdr(self_phdr_cb, (void *)(uintptr_t)&ls_stack_init_self);
+    unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+}
+
+int ls_frame_is_self(void *pc)
+{
+    uintptr_t a = (uintptr_t)pc;
+    return a >= self_lo && a < self_hi;
+}
+
+static ls_stack_id add_stack(uint32_t h, int is_py, const void *frames, int n, size_t elsz)
+{
+    stack_ent *e, *head;
+    pthread_mutex_lock(&stack_lock);
+    HASH_FIND(hh, stacks_by_hash, &h, sizeof h, head);
+    for (e = head; e; e = e->next) {
+        if (e->s.n == n && e->s.is_py == is_py &&
+            !memcmp(is_py ? (const void *)e->s.pyframes : (const void *)e->s.frames, frames, (size_t)n * elsz)) {
+            ls_stack_id id = e->s.id;
+            pthread_mutex_unlock(&stack_lock);
+            return id;
+        }
+    }
+    ls_stack_id id = 0;
+    if (nstacks + 1 >= cap_stacks) {
+        size_t nc = cap_stacks ? cap_stacks * 2 : 256;
+        ls_stack **nb = realloc(stacks_by_id, nc * sizeof *nb);
+        if (!nb)
+            goto out;
+        stacks_by_id = nb;
+        cap_stacks = nc;
+    }
+    e = calloc(1, sizeof *e);
+    void *copy = malloc((size_t)(n ? n : 1) * elsz);
+    if (!e || !copy) {
+        free(e);
+        free(copy);
+        goto out;
+    }
+    memcpy(copy, frames, (size_t)n * elsz);
+    e->hash = h;
+    e->s.hash = h;
+    e->s.n = n;
+    e->s.is_py = is_py;
+    if (is_py)
+        e->s.pyframes = copy;
+    else
+        e->s.frames = copy;
+    e->s.id = (ls_stack_id)(++nstacks);
+    stacks_by_id[nstacks] = &e->s;
+    if (head) {
+        e->next = head->next;
+        head->next = e;
+    } else {
+        ls_hash_oom = 0;
+        HASH_ADD(hh, stacks_by_hash, hash, sizeof e->hash, e);
+        if (ls_hash_oom) { /* not findable again, but its id stays valid */
+            ls_hash_oom = 0;
+        }
+    }
+    id = e->s.id;
+out:
+    pthread_mutex_unlock(&stack_lock);
+    return id;
+}
+
+ls_stack_id ls_stack_intern(void *const *frames, int n)
+{
+    return add_stack(hash_bytes(frames, (size_t)n * sizeof(void *), 2166136261u), 0, frames, n, sizeof(void *));
+}
+
+ls_stack_id ls_pystack_intern(const ls_pyframe *frames, int n)
+{
+    if (n <= 0)
+        return 0;
+    return add_stack(hash_bytes(frames, (size_t)n * sizeof *frames, 0x9e3779b9u), 1, frames, n, sizeof *frames);
+}
+
+ls_stack_id ls_stack_capture(void)
+{
+    void *raw[LS_MAX_FRAMES + 16];
+    int want = ls_opt.frames > 0 ? ls_opt.frames : 32;
+    int n = unw_backtrace(raw, want + 16);
+    int first = 0;
+    while (first < n && ls_frame_is_self(raw[first]))
+        first++;
+    n -= first;
+    if (n > want)
+        n = want;
+    if (n <= 0)
+        return 0;
+    return ls_stack_intern(raw + first, n);
+}
+
+ls_stack_id ls_pystack_capture(void)
+{
+    return ls_pystack_hook ? ls_pystack_hook() : 0;
+}
+
+const ls_stack *ls_stack_get(ls_stack_id id)
+{
+    const ls_stack *s = NULL;
+    pthread_mutex_lock(&stack_lock);
+    if (id > 0 && id <= nstacks)
+        s = stacks_by_id[id];
+    pthread_mutex_unlock(&stack_lock);
+    return s;
+}
+
+void ls_stack_count(ls_stack_id id)
+{
+    pthread_mutex_lock(&stack_lock);
+    if (id > 0 && id <= nstacks)
+        stacks_by_id[id]->created++;
+    pthread_mutex_unlock(&stack_lock);
+}
+
+size_t ls_stack_total(void)
+{
+    pthread_mutex_lock(&stack_lock);
+    size_t n = nstacks;
+    pthread_mutex_unlock(&stack_lock);
+    return n;
+}
+
+/* ------------------------------------------------------------------ symbolization (report time) */
+
+typedef struct module {
+    char path[LS_PATH_LEN]; /* key */
+    void *map;
+    size_t size;
+    const ElfW(Sym) *syms;
+    size_t nsyms;
+    const char *strtab;
+    char build_id[41];
+    UT_hash_handle hh;
+} module;
+static module *modules;
+static pthread_mutex_t sym_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void load_elf(module *m)
+{
+    int fd = open(m->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size > (off_t)sizeof(ElfW(Ehdr))) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            m->map = p;
+            m->size = (size_t)st.st_size;
+        }
+    }
+    ls_sys_close(fd);
+    if (!m->map)
+        return;
+    const ElfW(Ehdr) *eh = m->map;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_shoff == 0 ||
+        eh->e_shoff + (size_t)eh->e_shnum * sizeof(ElfW(Shdr)) > m->size)
+        return;
+    const ElfW(Shdr) *sh = (const ElfW(Shdr) *)((const char *)m->map + eh->e_shoff);
+    const ElfW(Shdr) *best = NULL;
+    for (int i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type == SHT_SYMTAB || (sh[i].sh_type == SHT_DYNSYM && !best))
+            best = &sh[i];
+        if (sh[i].sh_type == SHT_NOTE && sh[i].sh_offset + sh[i].sh_size <= m->size) {
+            const char *p = (const char *)m->map + sh[i].sh_offset, *end = p + sh[i].sh_size;
+            while (p + sizeof(ElfW(Nhdr)) <= end) {
+                const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+                const char *name = p + sizeof *nh;
+                const unsigned char *desc = (const unsigned char *)name + ((nh->n_namesz + 3) & ~3u);
+                if ((const char *)desc + nh->n_descsz > end)
+                    break;
+                if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4)) {
+                    for (unsigned j = 0; j < nh->n_descsz && j < 20; j++)
+                        snprintf(m->build_id + 2 * j, 3, "%02x", desc[j]);
+                }
+                p = (const char *)desc + ((nh->n_descsz + 3) & ~3u);
+            }
+        }
+    }
+    if (best && best->sh_link < eh->e_shnum && best->sh_offset + best->sh_size <= m->size) {
+        const ElfW(Shdr) *str = &sh[best->sh_link];
+        if (str->sh_offset + str->sh_size <= m->size) {
+            m->syms = (const ElfW(Sym) *)((const char *)m->map + best->sh_offset);
+            m->nsyms = best->sh_size / sizeof(ElfW(Sym));
+            m->strtab = (const char *)m->map + str->sh_offset;
+        }
+    }
+}
+
+static module *get_module(const char *path)
+{
+    module *m;
+    HASH_FIND_STR(modules, path, m);
+    if (m)
+        return m;
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    load_elf(m);
+    ls_hash_oom = 0;
+    HASH_ADD_STR(modules, path, m);
+    if (ls_hash_oom) {
+        ls_hash_oom = 0;
+        return m; /* leaks one small record; symbolization still works for this frame */
+    }
+    return m;
+}
+
+void ls_symbolize(void *pc, ls_sym *out)
+{
+    memset(out, 0, sizeof *out);
+    Dl_info info;
+    struct link_map *lm = NULL;
+    uintptr_t a = (uintptr_t)pc;
+    if (!dladdr1(pc, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm) {
+        snprintf(out->module, sizeof out->module, "?");
+        out->offset = a;
+        return;
+    }
+    if (lm->l_name && lm->l_name[0])
+        snprintf(out->module, sizeof out->module, "%s", lm->l_name);
+    else {
+        ssize_t n = readlink("/proc/self/exe", out->module, sizeof out->module - 1);
+        out->module[n > 0 ? n : 0] = 0;
+    }
+    out->offset = a - lm->l_addr;
+    pthread_mutex_lock(&sym_lock);
+    module *m = get_module(out->module);
+    if (m) {
+        memcpy(out->build_id, m->build_id, sizeof out->build_id);
+        /* Look for the function containing pc-1 (pc is a return address). */
+        uintptr_t want = out->offset ? out->offset - 1 : 0;
+        const ElfW(Sym) *best = NULL;
+        for (size_t i = 0; i < m->nsyms; i++) {
+            const ElfW(Sym) *s = &m->syms[i];
+            if (ELF64_ST_TYPE(s->st_info) != STT_FUNC || s->st_value == 0)
+                continue;
+            if (want >= s->st_value && want < s->st_value + (s->st_size ? s->st_size : 1)) {
+                best = s;
+                break;
+            }
+        }
+        if (best && (size_t)(m->strtab - (const char *)m->map) + best->st_name < m->size) {
+            snprintf(out->symbol, sizeof out->symbol, "%s", m->strtab + best->st_name);
+            out->sym_off = out->offset - best->st_value;
+        }
+    }
+    pthread_mutex_unlock(&sym_lock);
+    if (!out->symbol[0] && info.dli_sname) {
+        snprintf(out->symbol, sizeof out->symbol, "%s", info.dli_sname);
+        out->sym_off = a - (uintptr_t)info.dli_saddr;
+    }
+}
+
+/* atfork prepare/parent/child (no malloc): the stack tables are consistent in the child. */
+void ls_stack_lock_all(void)
+{
+    pthread_mutex_lock(&stack_lock);
+    pthread_mutex_lock(&sym_lock);
+}
+
+void ls_stack_unlock_all(int child)
+{
+    if (child) {
+        pthread_mutex_init(&sym_lock, NULL);
+        pthread_mutex_init(&stack_lock, NULL);
+    } else {
+        pthread_mutex_unlock(&sym_lock);
+        pthread_mutex_unlock(&stack_lock);
+    }
+}
