@@ -67,9 +67,10 @@ samples/%: samples/%.c
 	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< $(call sample_libs,$(notdir $@))
 
 # Unit tests link the core directly (no preload).
-tests/unit/test_%: tests/unit/test_%.c $(CORE_SRC) $(SHIM_HDR)
+UNIT_UTIL := tests/unit/unit_util.c
+tests/unit/test_%: tests/unit/test_%.c $(UNIT_UTIL) $(CORE_SRC) $(SHIM_HDR) tests/unit/unit.h
 	$(call msg,CCLD,$@)
-	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread
+	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_UTIL) $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
@@ -80,7 +81,7 @@ unit-asan:
 	@mkdir -p $(ASAN_DIR)
 	@set -e; for s in $(UNIT_SRC); do b=$(ASAN_DIR)/$$(basename $$s .c); \
 		printf '  %-7s %s\n' ASAN $$b; \
-		$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -Ishim -o $$b $$s $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread; \
+		$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -Ishim -o $$b $$s $(UNIT_UTIL) $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread; \
 		echo "== $$b"; ./$$b; done
 	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -o $(ASAN_DIR)/leakshim $(TOOL_SRC)
 	$(Q)LEAKSHIM_TOOL=$(ASAN_DIR)/leakshim $(PYTHON) -m pytest -q tests/integration/test_tool.py

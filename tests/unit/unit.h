@@ -1,0 +1,19 @@
+/* Shared bits for the cmocka unit tests: the core is linked directly, no preload. */
+#ifndef UNIT_H
+#define UNIT_H
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "leakshim.h"
+
+/* A listening TCP socket on 127.0.0.1 and an ephemeral port; returns the port. */
+int unit_listen(int *lfd);
+/* socket + connect to 127.0.0.1:port, reported to the registry as the hook would. */
+int unit_connect(int port);
+/* close as the hook does it: forget first, then the real close. */
+void unit_close(int fd);
+#endif
