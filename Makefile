@@ -37,6 +37,8 @@ TOOL     := tools/leakshim
 TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+PROG_SRC := $(sort $(wildcard tests/integration/progs/*.c))
+PROG_BIN := $(PROG_SRC:.c=)
 UNIT_BIN := $(UNIT_SRC:.c=)
 
 # Samples: the prefix of the file name says which driver it links.
@@ -62,9 +64,14 @@ $(TOOL): $(TOOL_SRC) $(SHIM_HDR)
 	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -o $@ $(TOOL_SRC)
 
 # Samples are built like a debug build (-O0 -g) so their functions are not inlined away.
-samples/%: samples/%.c
+samples/%: samples/%.c Makefile
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< $(call sample_libs,$(notdir $@))
+
+# Programs the integration tests run under the shim.
+tests/integration/progs/%: tests/integration/progs/%.c
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< -lpthread
 
 # Unit tests link the core directly (no preload).
 UNIT_UTIL := tests/unit/unit_util.c
@@ -86,7 +93,7 @@ unit-asan:
 	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -o $(ASAN_DIR)/leakshim $(TOOL_SRC)
 	$(Q)LEAKSHIM_TOOL=$(ASAN_DIR)/leakshim $(PYTHON) -m pytest -q tests/integration/test_tool.py
 
-integration: all
+integration: all $(PROG_BIN)
 	$(PYTHON) -m pytest -q tests/integration
 
 test: all unit unit-asan integration
@@ -109,4 +116,4 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim
 
 clean:
-	rm -rf $(SHIM) $(TOOL) $(UNIT_BIN) $(SAMPLE_BIN) build .pytest_cache tests/integration/__pycache__
+	rm -rf $(SHIM) $(TOOL) $(UNIT_BIN) $(SAMPLE_BIN) $(PROG_BIN) build .pytest_cache tests/integration/__pycache__
