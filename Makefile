@@ -73,6 +73,14 @@ tests/integration/progs/%: tests/integration/progs/%.c
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< -lpthread
 
+BENCH_BIN := tests/bench/connect_ping tests/bench/core_cost
+tests/bench/connect_ping: tests/bench/connect_ping.c
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $<
+tests/bench/core_cost: tests/bench/core_cost.c $(CORE_SRC) $(SHIM_HDR)
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lunwind -ldl -lpthread
+
 # Unit tests link the core directly (no preload).
 UNIT_UTIL := tests/unit/unit_util.c
 tests/unit/test_%: tests/unit/test_%.c $(UNIT_UTIL) $(CORE_SRC) $(SHIM_HDR) tests/unit/unit.h
@@ -98,7 +106,7 @@ integration: all $(PROG_BIN)
 
 test: all unit unit-asan integration
 
-bench: all
+bench: all $(BENCH_BIN)
 	$(PYTHON) tests/bench/bench.py
 
 options-md: $(TOOL)
@@ -116,4 +124,4 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim
 
 clean:
-	rm -rf $(SHIM) $(TOOL) $(UNIT_BIN) $(SAMPLE_BIN) $(PROG_BIN) build .pytest_cache tests/integration/__pycache__
+	rm -rf $(SHIM) $(TOOL) $(UNIT_BIN) $(SAMPLE_BIN) $(PROG_BIN) $(BENCH_BIN) build .pytest_cache tests/integration/__pycache__

@@ -53,6 +53,7 @@ typedef struct ls_buf {
 void ls_buf_printf(ls_buf *b, const char *fmt, ...) LS_PRINTF(2, 3);
 void ls_buf_puts(ls_buf *b, const char *s);
 void ls_buf_json_str(ls_buf *b, const char *s); /* quoted, escaped JSON string; NULL -> null */
+void ls_buf_fixed(ls_buf *b, double v, int decimals); /* like %.Nf, N <= 6, without printf */
 void ls_buf_free(ls_buf *b);
 
 /* ---------------------------------------------------------------- options (options.c) */
@@ -252,6 +253,8 @@ typedef struct ls_snapshot {
     size_t nhandles;
     uint64_t closed_behind;           /* entries dropped by the kernel check */
 } ls_snapshot;
+/* kernel_check: 0 = none (cheap, for live warnings), 1 = verify every fd against the kernel,
+ * 2 = also read TCP_INFO for idle times (snapshots). */
 int ls_registry_snapshot(ls_snapshot *s, int kernel_check);
 int ls_registry_checked_out(void);   /* clients checked out now (cheap) */
 void ls_registry_snapshot_free(ls_snapshot *s);

@@ -115,10 +115,53 @@ void ls_buf_puts(ls_buf *b, const char *s)
     b->len += n;
 }
 
+static void buf_put(ls_buf *b, const char *s, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+/* Fixed-point without printf's floating-point path (hot in 100k-socket dumps). */
+void ls_buf_fixed(ls_buf *b, double v, int decimals)
+{
+    static const long long pow10[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+    if (decimals < 0 || decimals > 6 || !(v == v) || v > 9e15 || v < -9e15) {
+        ls_buf_printf(b, "%.*f", decimals, v);
+        return;
+    }
+    char tmp[48];
+    int neg = v < 0;
+    long long scaled = (long long)((neg ? -v : v) * (double)pow10[decimals] + 0.5);
+    long long ip = scaled / pow10[decimals], fp = scaled % pow10[decimals];
+    char *p = tmp + sizeof tmp;
+    for (int i = 0; i < decimals; i++, fp /= 10)
+        *--p = (char)('0' + fp % 10);
+    if (decimals)
+        *--p = '.';
+    do
+        *--p = (char)('0' + ip % 10);
+    while ((ip /= 10) > 0);
+    if (neg)
+        *--p = '-';
+    buf_put(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 void ls_buf_json_str(ls_buf *b, const char *s)
 {
     if (!s) {
         ls_buf_puts(b, "null");
+        return;
+    }
+    size_t n = 0; /* fast path: nothing to escape */
+    while (s[n] && s[n] != '"' && s[n] != '\\' && (unsigned char)s[n] >= 0x20)
+        n++;
+    if (!s[n]) {
+        buf_put(b, "\"", 1);
+        buf_put(b, s, n);
+        buf_put(b, "\"", 1);
         return;
     }
     ls_buf_puts(b, "\"");

@@ -725,7 +725,7 @@ int ls_registry_snapshot(ls_snapshot *s, int kernel_check)
         v->background = c->background;
         v->inherited = c->inherited;
         v->created = c->created;
-        v->idle = tcp_idle(v->fd, &c->peer);
+        v->idle = kernel_check > 1 ? tcp_idle(v->fd, &c->peer) : -1;
         v->tid = c->tid;
         v->stack = c->stack;
         v->pystack = c->pystack;

@@ -530,10 +530,13 @@ static void idset_add(idset *s, ls_stack_id id)
 
 static void json_stack_ref(ls_buf *b, const char *key, ls_stack_id id)
 {
+    ls_buf_puts(b, ",\"");
+    ls_buf_puts(b, key);
+    ls_buf_puts(b, "\":");
     if (id)
-        ls_buf_printf(b, ",\"%s\":%u", key, id);
+        ls_buf_fixed(b, id, 0);
     else
-        ls_buf_printf(b, ",\"%s\":null", key);
+        ls_buf_puts(b, "null");
 }
 
 static void json_stacks(ls_buf *b, idset *ids)
@@ -624,7 +627,7 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
     ls_snapshot s;
     double now = ls_now();
     int pid = (int)getpid();
-    if (ls_registry_snapshot(&s, 1) < 0) {
+    if (ls_registry_snapshot(&s, kind == 1 ? 2 : 1) < 0) {
         if (text)
             ls_buf_puts(text, "leakshim: out of memory while building the report\n");
         if (leaks_out)
@@ -827,20 +830,33 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
             const ls_handle_view *h = find_handle(&s, c->handle);
             const char *cat = c->background ? "background" : c->inherited ? "inherited" : !c->handle ? "leak"
                             : (!h || h->freed) ? "orphaned-socket" : "owned";
-            ls_buf_printf(json, "%s{\"fd\":%d,\"fds\":[", i ? "," : "", c->fd);
-            for (int k = 0; k < c->nfds; k++)
-                ls_buf_printf(json, "%s%d", k ? "," : "", c->fds[k]);
+            /* printf-free: this loop runs once per live socket (100k in a big dump) */
+            ls_buf_puts(json, i ? ",{\"fd\":" : "{\"fd\":");
+            ls_buf_fixed(json, c->fd, 0);
+            ls_buf_puts(json, ",\"fds\":[");
+            for (int k = 0; k < c->nfds; k++) {
+                if (k)
+                    ls_buf_puts(json, ",");
+                ls_buf_fixed(json, c->fds[k], 0);
+            }
             int port = c->peer.ss_family == AF_INET    ? ntohs(((const struct sockaddr_in *)&c->peer)->sin_port)
                        : c->peer.ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)&c->peer)->sin6_port)
                                                        : 0;
-            ls_buf_printf(json, "],\"inode\":%llu,\"family\":\"%s\",\"peer\":", (unsigned long long)c->ino,
-                          family_name(c->peer.ss_family));
+            ls_buf_puts(json, "],\"inode\":");
+            ls_buf_fixed(json, (double)c->ino, 0);
+            ls_buf_puts(json, ",\"family\":\"");
+            ls_buf_puts(json, family_name(c->peer.ss_family));
+            ls_buf_puts(json, "\",\"peer\":");
             ls_buf_json_str(json, peer);
             ls_buf_puts(json, ",\"local\":");
             ls_buf_json_str(json, local);
-            ls_buf_printf(json, ",\"port\":%d,\"service\":\"%s\",\"driver\":\"%s\",\"handle\":", port,
-                          ls_service_name(c->driver, (const struct sockaddr *)&c->peer, c->peerlen),
-                          ls_driver_name(c->driver));
+            ls_buf_puts(json, ",\"port\":");
+            ls_buf_fixed(json, port, 0);
+            ls_buf_puts(json, ",\"service\":\"");
+            ls_buf_puts(json, ls_service_name(c->driver, (const struct sockaddr *)&c->peer, c->peerlen));
+            ls_buf_puts(json, "\",\"driver\":\"");
+            ls_buf_puts(json, ls_driver_name(c->driver));
+            ls_buf_puts(json, "\",\"handle\":");
             if (c->handle)
                 ls_buf_printf(json, "\"%#lx\"", (unsigned long)c->handle);
             else
@@ -850,13 +866,22 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
                 ls_buf_printf(json, "\"%#lx\"", (unsigned long)c->pool);
             else
                 ls_buf_puts(json, "null");
-            ls_buf_printf(json, ",\"state\":\"%s\",\"category\":\"%s\",\"created\":%.6f,\"age\":%.3f,\"idle\":",
-                          ls_state_name(c->state), cat, c->created, now - c->created);
+            ls_buf_puts(json, ",\"state\":\"");
+            ls_buf_puts(json, ls_state_name(c->state));
+            ls_buf_puts(json, "\",\"category\":\"");
+            ls_buf_puts(json, cat);
+            ls_buf_puts(json, "\",\"created\":");
+            ls_buf_fixed(json, c->created, 6);
+            ls_buf_puts(json, ",\"age\":");
+            ls_buf_fixed(json, now - c->created, 3);
+            ls_buf_puts(json, ",\"idle\":");
             if (c->idle >= 0)
-                ls_buf_printf(json, "%.3f", c->idle);
+                ls_buf_fixed(json, c->idle, 3);
             else
                 ls_buf_puts(json, "null");
-            ls_buf_printf(json, ",\"tid\":%d,\"inherited\":%s", c->tid, c->inherited ? "true" : "false");
+            ls_buf_puts(json, ",\"tid\":");
+            ls_buf_fixed(json, c->tid, 0);
+            ls_buf_puts(json, c->inherited ? ",\"inherited\":true" : ",\"inherited\":false");
             json_stack_ref(json, "stack", c->stack);
             json_stack_ref(json, "pystack", c->pystack);
             ls_buf_puts(json, "}");

@@ -29,16 +29,28 @@ typedef struct stack_ent {
 
 static pthread_mutex_t stack_lock = PTHREAD_MUTEX_INITIALIZER;
 static stack_ent *stacks_by_hash;
-static ls_stack **stacks_by_id; /* index = id */
-static size_t nstacks, cap_stacks;
+/* id -> stack in chunks that never move once published, so lookups and creation counts are
+ * lock-free (the reporter reads while hooks intern). */
+#define CHUNK_BITS 12
+#define CHUNK_SIZE (1u << CHUNK_BITS)
+#define MAX_CHUNKS 4096
+static ls_stack **chunks[MAX_CHUNKS];
+static size_t nstacks; /* published with release ordering after the slot is written */
 static uintptr_t self_lo, self_hi;
 
-static uint32_t hash_bytes(const void *p, size_t n, uint32_t h)
+/* Word-at-a-time multiplicative mix: a 32-frame stack is 32 rounds, not 256. */
+static uint32_t hash_words(const void *p, size_t n, uint64_t h)
 {
-    const unsigned char *c = p; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ c[i]) * 16777619u;
-    return h;
+    const unsigned char *c = p;
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, c + i, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+    }
+    for (size_t i = n & ~(size_t)7; i < n; i++)
+        h = (h ^ c[i]) * 0x100000001b3ull;
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 static int self_phdr_cb(struct dl_phdr_info *info, size_t size, void *arg)
@@ -87,14 +99,11 @@ static ls_stack_id add_stack(uint32_t h, int is_py, const void *frames, int n, s
         }
     }
     ls_stack_id id = 0;
-    if (nstacks + 1 >= cap_stacks) {
-        size_t nc = cap_stacks ? cap_stacks * 2 : 256;
-        ls_stack **nb = realloc(stacks_by_id, nc * sizeof *nb);
-        if (!nb)
-            goto out;
-        stacks_by_id = nb;
-        cap_stacks = nc;
-    }
+    size_t next = nstacks + 1, ci = next >> CHUNK_BITS;
+    if (ci >= MAX_CHUNKS)
+        goto out;
+    if (!chunks[ci] && !(chunks[ci] = calloc(CHUNK_SIZE, sizeof(ls_stack *))))
+        goto out;
     e = calloc(1, sizeof *e);
     void *copy = malloc((size_t)(n ? n : 1) * elsz);
     if (!e || !copy) {
@@ -111,8 +120,9 @@ static ls_stack_id add_stack(uint32_t h, int is_py, const void *frames, int n, s
         e->s.pyframes = copy;
     else
         e->s.frames = copy;
-    e->s.id = (ls_stack_id)(++nstacks);
-    stacks_by_id[nstacks] = &e->s;
+    e->s.id = (ls_stack_id)next;
+    chunks[ci][next & (CHUNK_SIZE - 1)] = &e->s;
+    __atomic_store_n(&nstacks, next, __ATOMIC_RELEASE);
     if (head) {
         e->next = head->next;
         head->next = e;
@@ -129,16 +139,34 @@ out:
     return id;
 }
 
+/* Per-thread direct-mapped cache of recently interned stacks: a hit costs a compare against the
+ * immutable published record, no lock. */
+static LS_TLS struct {
+    uint32_t hash;
+    ls_stack_id id;
+} tls_cache[64];
+
 ls_stack_id ls_stack_intern(void *const *frames, int n)
 {
-    return add_stack(hash_bytes(frames, (size_t)n * sizeof(void *), 2166136261u), 0, frames, n, sizeof(void *));
+    uint32_t h = hash_words(frames, (size_t)n * sizeof(void *), 0x243f6a8885a308d3ull);
+    unsigned slot = h & 63;
+    if (tls_cache[slot].hash == h && tls_cache[slot].id) {
+        const ls_stack *s = ls_stack_get(tls_cache[slot].id);
+        if (s && !s->is_py && s->n == n && !memcmp(s->frames, frames, (size_t)n * sizeof(void *)))
+            return s->id;
+    }
+    ls_stack_id id = add_stack(h, 0, frames, n, sizeof(void *));
+    tls_cache[slot].hash = h;
+    tls_cache[slot].id = id;
+    return id;
 }
 
 ls_stack_id ls_pystack_intern(const ls_pyframe *frames, int n)
 {
     if (n <= 0)
         return 0;
-    return add_stack(hash_bytes(frames, (size_t)n * sizeof *frames, 0x9e3779b9u), 1, frames, n, sizeof *frames);
+    return add_stack(hash_words(frames, (size_t)n * sizeof *frames, 0x13198a2e03707344ull), 1, frames, n,
+                     sizeof *frames);
 }
 
 ls_stack_id ls_stack_capture(void)
@@ -162,30 +190,24 @@ ls_stack_id ls_pystack_capture(void)
     return ls_pystack_hook ? ls_pystack_hook() : 0;
 }
 
+/* Lock-free: ids up to the published count have their slot written. */
 const ls_stack *ls_stack_get(ls_stack_id id)
 {
-    const ls_stack *s = NULL;
-    pthread_mutex_lock(&stack_lock);
-    if (id > 0 && id <= nstacks)
-        s = stacks_by_id[id];
-    pthread_mutex_unlock(&stack_lock);
-    return s;
+    if (id == 0 || id > __atomic_load_n(&nstacks, __ATOMIC_ACQUIRE))
+        return NULL;
+    return chunks[id >> CHUNK_BITS][id & (CHUNK_SIZE - 1)];
 }
 
 void ls_stack_count(ls_stack_id id)
 {
-    pthread_mutex_lock(&stack_lock);
-    if (id > 0 && id <= nstacks)
-        stacks_by_id[id]->created++;
-    pthread_mutex_unlock(&stack_lock);
+    ls_stack *s = (ls_stack *)ls_stack_get(id);
+    if (s)
+        __atomic_fetch_add(&s->created, 1, __ATOMIC_RELAXED);
 }
 
 size_t ls_stack_total(void)
 {
-    pthread_mutex_lock(&stack_lock);
-    size_t n = nstacks;
-    pthread_mutex_unlock(&stack_lock);
-    return n;
+    return __atomic_load_n(&nstacks, __ATOMIC_ACQUIRE);
 }
 
 /* ------------------------------------------------------------------ symbolization (report time) */
