@@ -51,7 +51,7 @@ lib_mysql  := $(shell pkg-config --cflags --libs libmariadb 2>/dev/null)
 sample_libs = $(strip $(if $(filter pq_%,$(1)),$(lib_pq)) $(if $(filter redis_%,$(1)),$(lib_redis)) \
 	$(if $(filter mongoc_%,$(1)),$(lib_mongoc)) $(if $(filter mysql_%,$(1)),$(lib_mysql)) -lpthread)
 
-.PHONY: all test unit unit-asan integration bench install uninstall clean format-check options-md
+.PHONY: all deps demo test unit unit-asan integration bench install uninstall clean format-check options-md
 all: $(SHIM) $(TOOL) $(SAMPLE_BIN)
 
 $(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map
@@ -105,6 +105,14 @@ integration: all $(PROG_BIN)
 	$(PYTHON) -m pytest -q tests/integration
 
 test: all unit unit-asan integration
+
+# Debian packages (build, servers for the tests, Python drivers) and the MongoDB wire server.
+deps:
+	bash .ci/deps.sh
+
+# The main job: a leaky libpq service under the shim against a throwaway PostgreSQL.
+demo: all
+	$(PYTHON) tests/demo.py
 
 bench: all $(BENCH_BIN)
 	$(PYTHON) tests/bench/bench.py

@@ -411,9 +411,13 @@ void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
     else if (ctx.driver && tls_npending < (int)(sizeof tls_pending / sizeof tls_pending[0]))
         tls_pending[tls_npending++] = c->ino;
     pthread_mutex_unlock(&reg_lock);
-    ls_stack_count(stack);
-    if (pystack)
-        ls_stack_count(pystack);
+    /* Churn is counted per creating stack; a socket opened inside a driver call is counted
+     * through its handle's creation stack instead (its own starts deep inside the driver). */
+    if (!ctx.driver) {
+        ls_stack_count(stack);
+        if (pystack)
+            ls_stack_count(pystack);
+    }
 }
 
 /* Called before the real close (forget-before-close), so another thread cannot be handed the same

@@ -343,8 +343,13 @@ static size_t make_items(const ls_snapshot *s, int kind, double now, item *it)
         item x = {.stack = c->stack, .pystack = c->pystack, .driver = c->driver, .conn = c, .nsocks = 1,
                   .age = now - c->created};
         const ls_handle_view *h = find_handle(s, c->handle);
-        if (kind == 1)
+        if (kind == 1) {
             x.cat = c->background ? C_BACKGROUND : C_LIVE;
+            if (h && !h->freed && h->stack) { /* the application's stack, not the driver's insides */
+                x.stack = h->stack;
+                x.pystack = h->pystack;
+            }
+        }
         else if (c->background)
             x.cat = C_BACKGROUND;
         else if (!c->handle)
@@ -495,8 +500,7 @@ static size_t make_churn(const ls_snapshot *s, churn **out)
         for (size_t i = 0; i < s->nconns; i++)
             c[n].live += s->conns[i].stack == id || s->conns[i].pystack == id;
         for (size_t i = 0; i < s->nhandles; i++)
-            c[n].live += !s->handles[i].freed && (s->handles[i].stack == id || s->handles[i].pystack == id) &&
-                         s->handles[i].open_socks == 0;
+            c[n].live += !s->handles[i].freed && (s->handles[i].stack == id || s->handles[i].pystack == id);
         n++;
     }
     qsort(c, n, sizeof *c, cmp_churn);

@@ -173,16 +173,14 @@ ls_stack_id ls_stack_capture(void)
 {
     void *raw[LS_MAX_FRAMES + 16];
     int want = ls_opt.frames > 0 ? ls_opt.frames : 32;
-    int n = unw_backtrace(raw, want + 16);
-    int first = 0;
-    while (first < n && ls_frame_is_self(raw[first]))
-        first++;
-    n -= first;
-    if (n > want)
-        n = want;
+    int got = unw_backtrace(raw, want + 16), n = 0;
+    /* Drop the shim's own frames wherever they are: a driver hook sits mid-stack. */
+    for (int i = 0; i < got && n < want; i++)
+        if (!ls_frame_is_self(raw[i]))
+            raw[n++] = raw[i];
     if (n <= 0)
         return 0;
-    return ls_stack_intern(raw + first, n);
+    return ls_stack_intern(raw, n);
 }
 
 ls_stack_id ls_pystack_capture(void)
