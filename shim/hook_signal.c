@@ -8,15 +8,21 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
 static struct sigaction host_sa; /* what the host believes is installed for the dump signal */
 static volatile sig_atomic_t host_sa_set;
 
-/* Signal handler: async-signal-safe only. */
+/* Signal handler: async-signal-safe only (gettid is a plain syscall). */
 static void dump_handler(int sig, siginfo_t *info, void *uctx)
 {
     ls_trigger_dump();
+    /* `leakshim dump` aims tgkill at our reporter thread: that request is ours alone and must not
+     * run the host's handler (gunicorn's USR2 means "upgrade the binary"). A process-directed
+     * kill -USR2 is the user's, and the host's handler runs as it always did. */
+    if (info && info->si_code == SI_TKILL && ls_reporter_tid && gettid() == ls_reporter_tid)
+        return;
     if (!host_sa_set)
         return;
     if (host_sa.sa_flags & SA_SIGINFO) {

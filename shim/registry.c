@@ -413,11 +413,8 @@ void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
     pthread_mutex_unlock(&reg_lock);
     /* Churn is counted per creating stack; a socket opened inside a driver call is counted
      * through its handle's creation stack instead (its own starts deep inside the driver). */
-    if (!ctx.driver) {
-        ls_stack_count(stack);
-        if (pystack)
-            ls_stack_count(pystack);
-    }
+    if (!ctx.driver)
+        ls_stack_count(pystack ? pystack : stack); /* a Python stack alone says where */
 }
 
 /* Called before the real close (forget-before-close), so another thread cannot be handed the same
@@ -475,12 +472,20 @@ void ls_on_fork_child(void)
 
 /* ------------------------------------------------------------------ handles and pools */
 
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack,
+                             ls_stack_id pystack);
+
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
     if (!h)
         return;
-    ls_stack_id stack = ls_stack_capture();
     ls_stack_id pystack = ls_pystack_capture();
+    handle_open_with(driver, kind, h, pool, ls_stack_capture(), pystack);
+}
+
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack,
+                             ls_stack_id pystack)
+{
     handle *e = calloc(1, sizeof *e);
     if (!e)
         return;
@@ -508,9 +513,7 @@ void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
         stack = 0;
     }
     pthread_mutex_unlock(&reg_lock);
-    ls_stack_count(stack);
-    if (pystack)
-        ls_stack_count(pystack);
+    ls_stack_count(pystack ? pystack : stack);
 }
 
 int ls_handle_known(uintptr_t h)
@@ -595,20 +598,16 @@ void ls_pool_checkout(uintptr_t pool, uintptr_t client)
 {
     if (!client)
         return;
-    ls_stack_id stack = ls_stack_capture();
+    /* A checkout happens per request: when the Python stack names the line, the interpreter's
+     * native frames add nothing but cost. */
     ls_stack_id pystack = ls_pystack_capture();
+    ls_stack_id stack = pystack ? 0 : ls_stack_capture();
     pthread_mutex_lock(&reg_lock);
-    handle *e = handle_get(client);
+    handle *e = handle_get(client), *p = handle_get(pool);
+    int drv = p ? p->driver : LS_DRV_PYTHON;
     pthread_mutex_unlock(&reg_lock);
-    if (!e) {
-        int drv = LS_DRV_PYTHON;
-        pthread_mutex_lock(&reg_lock);
-        handle *p = handle_get(pool);
-        if (p)
-            drv = p->driver;
-        pthread_mutex_unlock(&reg_lock);
-        ls_handle_open(drv, LS_HK_CLIENT, client, pool);
-    }
+    if (!e)
+        handle_open_with(drv, LS_HK_CLIENT, client, pool, stack, pystack);
     pthread_mutex_lock(&reg_lock);
     e = handle_get(client);
     if (e) {

@@ -213,6 +213,13 @@ static const char *plural(int n, const char *one, const char *many)
     return n == 1 ? one : many;
 }
 
+static int is_interpreter(const char *module)
+{
+    const char *base = strrchr(module, '/');
+    base = base ? base + 1 : module;
+    return !strncmp(base, "python", 6) || !strncmp(base, "libpython", 9);
+}
+
 static void text_stack(ls_buf *b, ls_stack_id py, ls_stack_id nat, const char *indent)
 {
     int k = 0;
@@ -221,11 +228,18 @@ static void text_stack(ls_buf *b, ls_stack_id py, ls_stack_id nat, const char *i
         for (int i = 0; i < s->n; i++)
             ls_buf_printf(b, "%s#%d %s:%d in %s\n", indent, k++, s->pyframes[i].file ? s->pyframes[i].file : "?",
                           s->pyframes[i].line, s->pyframes[i].func ? s->pyframes[i].func : "?");
+    int have_py = k > 0;
     s = ls_stack_get(nat);
     if (s)
         for (int i = 0; i < s->n; i++) {
             ls_sym sym;
             ls_symbolize(s->frames[i], &sym);
+            if (have_py && is_interpreter(sym.module)) {
+                /* below here it is the interpreter's eval loop: the Python frames above say it */
+                ls_buf_printf(b, "%s#%d ... %d interpreter frames (full list in the JSON report)\n", indent, k++,
+                              s->n - i);
+                break;
+            }
             if (sym.symbol[0])
                 ls_buf_printf(b, "%s#%d %p in %s+0x%lx (%s+0x%lx)\n", indent, k++, s->frames[i], sym.symbol,
                               (unsigned long)sym.sym_off, sym.module, (unsigned long)sym.offset);
@@ -238,12 +252,23 @@ static void text_stack(ls_buf *b, ls_stack_id py, ls_stack_id nat, const char *i
 }
 
 /* The first few meaningful frames on one line, for the churn table. */
+/* Library code (the driver's own frames) is not where the user looks first. */
+static int is_library_file(const char *f)
+{
+    return f && (strstr(f, "/dist-packages/") || strstr(f, "/site-packages/") || !strncmp(f, "/usr/lib/python", 15) ||
+                 f[0] == '<');
+}
+
 static void short_stack(ls_buf *b, ls_stack_id py, ls_stack_id nat)
 {
     const ls_stack *s = ls_stack_get(py);
-    int shown = 0;
+    int shown = 0, first = 0;
+    while (s && first < s->n && is_library_file(s->pyframes[first].file))
+        first++;
+    if (s && first == s->n)
+        first = 0;
     if (s)
-        for (int i = 0; i < s->n && shown < 3; i++, shown++)
+        for (int i = first; i < s->n && shown < 3; i++, shown++)
             ls_buf_printf(b, "%s%s:%d %s", shown ? " < " : "", s->pyframes[i].file, s->pyframes[i].line,
                           s->pyframes[i].func);
     s = ls_stack_get(nat);
@@ -270,10 +295,12 @@ static int cmp_item(const void *a, const void *b)
     const item *x = a, *y = b;
     if (x->cat != y->cat)
         return x->cat - y->cat;
-    if (x->stack != y->stack)
-        return x->stack < y->stack ? -1 : 1;
+    /* With a Python stack, it alone says where: CPython 3.11 specialises call sites, so the same
+     * Python line shows different native return addresses. */
     if (x->pystack != y->pystack)
         return x->pystack < y->pystack ? -1 : 1;
+    if (!x->pystack && x->stack != y->stack)
+        return x->stack < y->stack ? -1 : 1;
     if (x->driver != y->driver)
         return x->driver - y->driver;
     return x->age > y->age ? -1 : x->age < y->age; /* oldest first inside a group */
@@ -384,8 +411,8 @@ static size_t make_groups(item *it, size_t n, group *g)
     qsort(it, n, sizeof *it, cmp_item);
     size_t ng = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!ng || g[ng - 1].cat != it[i].cat || g[ng - 1].stack != it[i].stack || g[ng - 1].pystack != it[i].pystack ||
-            g[ng - 1].driver != it[i].driver) {
+        if (!ng || g[ng - 1].cat != it[i].cat || g[ng - 1].pystack != it[i].pystack ||
+            (!it[i].pystack && g[ng - 1].stack != it[i].stack) || g[ng - 1].driver != it[i].driver) {
             g[ng] = (group){.cat = it[i].cat, .stack = it[i].stack, .pystack = it[i].pystack,
                             .driver = it[i].driver, .first = i};
             ng++;
@@ -497,8 +524,10 @@ static size_t make_churn(const ls_snapshot *s, churn **out)
             continue;
         c[n].id = id;
         c[n].created = st->created;
-        for (size_t i = 0; i < s->nconns; i++)
-            c[n].live += s->conns[i].stack == id || s->conns[i].pystack == id;
+        for (size_t i = 0; i < s->nconns; i++) /* a socket with a live handle counts as its handle */
+            c[n].live += (s->conns[i].stack == id || s->conns[i].pystack == id) &&
+                         (!s->conns[i].handle || !find_handle(s, s->conns[i].handle) ||
+                          find_handle(s, s->conns[i].handle)->freed);
         for (size_t i = 0; i < s->nhandles; i++)
             c[n].live += !s->handles[i].freed && (s->handles[i].stack == id || s->handles[i].pystack == id);
         n++;

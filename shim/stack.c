@@ -161,10 +161,20 @@ ls_stack_id ls_stack_intern(void *const *frames, int n)
     return id;
 }
 
-ls_stack_id ls_pystack_intern(const ls_pyframe *frames, int n)
+ls_stack_id ls_pystack_intern(const ls_pyframe *in, int n)
 {
     if (n <= 0)
         return 0;
+    /* Hash and compare a copy with zeroed padding: callers' arrays may carry garbage in it. */
+    ls_pyframe frames[LS_MAX_FRAMES * 2];
+    if (n > (int)(sizeof frames / sizeof frames[0]))
+        n = (int)(sizeof frames / sizeof frames[0]);
+    memset(frames, 0, (size_t)n * sizeof frames[0]);
+    for (int i = 0; i < n; i++) {
+        frames[i].file = in[i].file;
+        frames[i].func = in[i].func;
+        frames[i].line = in[i].line;
+    }
     return add_stack(hash_words(frames, (size_t)n * sizeof *frames, 0x13198a2e03707344ull), 1, frames, n,
                      sizeof *frames);
 }

@@ -203,9 +203,9 @@ def test_signal_dump_while_the_service_keeps_working(tmp_path, pg):
         snap = tmp_path / f"leakshim.{proc.pid}.dump.txt"
         snap.unlink()
         os.kill(proc.pid, signal.SIGUSR2)
-        assert request(proc, "lookup") == "ok"
         assert wait_for_file(snap), "no snapshot after kill -USR2"
         assert "snapshot: 3 live database sockets" in snap.read_text()
+        assert request(proc, "lookup") == "ok"
     finally:
         proc.stdin.close()
         out = proc.stdout.read()
