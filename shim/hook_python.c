@@ -1,0 +1,1155 @@
+/* CPython support: Python stacks for database sockets, the exit report before Python's own
+ * shutdown closes leaked sockets, and pool awareness for psycopg2.pool, SQLAlchemy, redis-py and
+ * pymongo. The C API is resolved at run time with dlsym(RTLD_DEFAULT) (Debian's python3 exports
+ * it); the shim never links libpython and includes no Python header, so it builds without
+ * python3-dev. In a process that is not CPython this file does nothing beyond one dlsym.
+ *
+ * How it hooks in (all without changing the program):
+ *  - Constructor (before Py_Initialize): PySys_AddAuditHook, which CPython documents as safe to
+ *    call before initialisation. The audit hook's only job is to notice the first moment the
+ *    interpreter is fully initialised with the GIL held in the main thread ("cpython.run_*",
+ *    raised just before the program's code runs, or the first "import" after initialisation for
+ *    embedders) and run the bootstrap once.
+ *  - Bootstrap: registers the exit report with Python's atexit (registered first, so it runs
+ *    last, after the program's own atexit handlers but before the interpreter tears modules
+ *    down and closes sockets), and installs a sys.meta_path finder that patches the driver
+ *    modules right after their body ran (post-import hook; modules already imported are patched
+ *    at once). The patch code is the Python source below, run in a private namespace: nothing is
+ *    added to sys.modules or __main__.
+ *  - Python stacks: ls_pystack_hook walks the calling thread's frames with the public 3.11 API.
+ *    Threads Python never saw (no thread state) get no Python stack and never get a thread state.
+ *    A thread that released the GIL (libpq connecting for psycopg2) takes it with
+ *    PyGILState_Ensure around the walk. Driver wrappers that open a socket (redis-py, pymongo)
+ *    capture the stack while they hold the GIL and scope it to the connect, so those connects
+ *    never wait for the GIL inside connect().
+ *  - The dump signal: hook_signal.c keeps the shim's handler installed when Python's
+ *    signal.signal() calls sigaction (chaining to Python's handler), so nothing is needed here.
+ */
+#include "leakshim.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ the few C API declarations
+ * Only opaque pointers and stable-ABI function signatures: no struct layout is relied upon. */
+typedef struct _object PyObject;
+typedef struct _frame PyFrameObject;
+typedef struct PyCodeObject PyCodeObject;
+typedef struct _ts PyThreadState;
+typedef ssize_t Py_ssize_t;
+typedef int PyGILState_STATE;
+typedef PyObject *(*PyCFunction)(PyObject *, PyObject *);
+typedef struct PyMethodDef {
+    const char *ml_name;
+    PyCFunction ml_meth;
+    int ml_flags;
+    const char *ml_doc;
+} PyMethodDef;
+typedef int (*Py_AuditHookFunction)(const char *, PyObject *, void *);
+#define PY_METH_NOARGS 0x0004
+#define PY_METH_FASTCALL 0x0080
+#define PY_FILE_INPUT 257
+
+static struct {
+    int (*IsInitialized)(void);
+    int (*IsFinalizing)(void);
+    int (*AddAuditHook)(Py_AuditHookFunction, void *);
+    PyThreadState *(*GILState_GetThisThreadState)(void);
+    PyGILState_STATE (*GILState_Ensure)(void);
+    void (*GILState_Release)(PyGILState_STATE);
+    PyFrameObject *(*Eval_GetFrame)(void);
+    PyCodeObject *(*Frame_GetCode)(PyFrameObject *);
+    int (*Frame_GetLineNumber)(PyFrameObject *);
+    PyFrameObject *(*Frame_GetBack)(PyFrameObject *);
+    PyObject *(*Object_GetAttrString)(PyObject *, const char *);
+    const char *(*Unicode_AsUTF8)(PyObject *);
+    void (*IncRef)(PyObject *);
+    void (*DecRef)(PyObject *);
+    int (*GC_Disable)(void);
+    int (*GC_Enable)(void);
+    PyObject *(*CompileString)(const char *, const char *, int);
+    PyObject *(*Eval_EvalCode)(PyObject *, PyObject *, PyObject *);
+    PyObject *(*Dict_New)(void);
+    int (*Dict_SetItemString)(PyObject *, const char *, PyObject *);
+    PyObject *(*Eval_GetBuiltins)(void);
+    PyObject *(*CFunction_NewEx)(PyMethodDef *, PyObject *, PyObject *);
+    unsigned long long (*Long_AsUnsignedLongLong)(PyObject *);
+    PyObject *(*Long_FromLong)(long);
+    PyObject *(*Bool_FromLong)(long);
+    PyObject *(*Err_Occurred)(void);
+    void (*Err_Clear)(void);
+    void (*Err_Fetch)(PyObject **, PyObject **, PyObject **);
+    void (*Err_Restore)(PyObject *, PyObject *, PyObject *);
+    void (*Err_Print)(void);
+    PyObject *None;
+} py;
+
+/* 1 once every required symbol resolved (the host is CPython 3.11+). */
+static int py_ok;
+/* Set by the bootstrap (GIL held; read under the GIL). */
+static int py_booted;
+static PyObject *py_ns; /* the bootstrap's private namespace, kept for the process lifetime */
+
+#define PYSYM(field, name) (*(void **)&py.field = dlsym(RTLD_DEFAULT, name))
+
+/* Constructor context: only dlsym; no Python call except PySys_AddAuditHook. */
+static int resolve_api(void)
+{
+    int ok = 1;
+    ok &= PYSYM(IsInitialized, "Py_IsInitialized") != NULL;
+    ok &= PYSYM(AddAuditHook, "PySys_AddAuditHook") != NULL;
+    ok &= PYSYM(GILState_GetThisThreadState, "PyGILState_GetThisThreadState") != NULL;
+    ok &= PYSYM(GILState_Ensure, "PyGILState_Ensure") != NULL;
+    ok &= PYSYM(GILState_Release, "PyGILState_Release") != NULL;
+    ok &= PYSYM(Eval_GetFrame, "PyEval_GetFrame") != NULL;
+    ok &= PYSYM(Frame_GetCode, "PyFrame_GetCode") != NULL; /* 3.9+ */
+    ok &= PYSYM(Frame_GetLineNumber, "PyFrame_GetLineNumber") != NULL;
+    ok &= PYSYM(Frame_GetBack, "PyFrame_GetBack") != NULL; /* 3.9+ */
+    ok &= PYSYM(Object_GetAttrString, "PyObject_GetAttrString") != NULL;
+    ok &= PYSYM(Unicode_AsUTF8, "PyUnicode_AsUTF8") != NULL;
+    ok &= PYSYM(IncRef, "Py_IncRef") != NULL;
+    ok &= PYSYM(DecRef, "Py_DecRef") != NULL;
+    ok &= PYSYM(GC_Disable, "PyGC_Disable") != NULL; /* 3.10+ */
+    ok &= PYSYM(GC_Enable, "PyGC_Enable") != NULL;
+    ok &= PYSYM(CompileString, "Py_CompileString") != NULL;
+    ok &= PYSYM(Eval_EvalCode, "PyEval_EvalCode") != NULL;
+    ok &= PYSYM(Dict_New, "PyDict_New") != NULL;
+    ok &= PYSYM(Dict_SetItemString, "PyDict_SetItemString") != NULL;
+    ok &= PYSYM(Eval_GetBuiltins, "PyEval_GetBuiltins") != NULL;
+    ok &= PYSYM(CFunction_NewEx, "PyCFunction_NewEx") != NULL;
+    ok &= PYSYM(Long_AsUnsignedLongLong, "PyLong_AsUnsignedLongLong") != NULL;
+    ok &= PYSYM(Long_FromLong, "PyLong_FromLong") != NULL;
+    ok &= PYSYM(Bool_FromLong, "PyBool_FromLong") != NULL;
+    ok &= PYSYM(Err_Occurred, "PyErr_Occurred") != NULL;
+    ok &= PYSYM(Err_Clear, "PyErr_Clear") != NULL;
+    ok &= PYSYM(Err_Fetch, "PyErr_Fetch") != NULL;
+    ok &= PYSYM(Err_Restore, "PyErr_Restore") != NULL;
+    ok &= PYSYM(Err_Print, "PyErr_Print") != NULL;
+    ok &= PYSYM(None, "_Py_NoneStruct") != NULL;
+    /* Optional: 3.13 renamed it Py_IsFinalizing. */
+    if (!PYSYM(IsFinalizing, "Py_IsFinalizing"))
+        PYSYM(IsFinalizing, "_Py_IsFinalizing");
+    return ok;
+}
+
+/* ------------------------------------------------------------------ interned strings and code cache
+ * Both are only touched with the GIL held, which serialises them: no lock of our own. Strings live
+ * forever (ls_pyframe's contract); code objects in the cache hold a strong reference so their
+ * address can never be reused by another code object. */
+
+static uint32_t fnv(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h;
+}
+
+static const char **str_tab;
+static size_t str_cap, str_n;
+
+static const char *intern_str(const char *s)
+{
+    if (!s)
+        return NULL;
+    if (str_n * 2 >= str_cap) {
+        size_t nc = str_cap ? str_cap * 2 : 1024;
+        const char **nt = calloc(nc, sizeof *nt);
+        if (!nt)
+            return NULL;
+        for (size_t i = 0; i < str_cap; i++)
+            if (str_tab[i]) {
+                size_t j = fnv(str_tab[i]) & (nc - 1);
+                while (nt[j])
+                    j = (j + 1) & (nc - 1);
+                nt[j] = str_tab[i];
+            }
+        free(str_tab);
+        str_tab = nt;
+        str_cap = nc;
+    }
+    size_t j = fnv(s) & (str_cap - 1);
+    while (str_tab[j]) {
+        if (!strcmp(str_tab[j], s))
+            return str_tab[j];
+        j = (j + 1) & (str_cap - 1);
+    }
+    char *copy = strdup(s);
+    if (!copy)
+        return NULL;
+    str_tab[j] = copy;
+    str_n++;
+    return copy;
+}
+
+typedef struct code_ent {
+    PyCodeObject *co; /* strong reference; NULL = empty slot */
+    const char *file, *func;
+    int skip; /* our own bootstrap code: not shown */
+} code_ent;
+
+#define CODE_CACHE_MAX (1u << 17) /* beyond this, names are looked up on every walk */
+static code_ent *code_tab;
+static size_t code_cap, code_n;
+static const char *own_file; /* interned "<leakshim>" */
+
+static size_t ptr_hash(const void *p)
+{
+    uintptr_t x = (uintptr_t)p;
+    x ^= x >> 17;
+    x *= 0xed5ad4bbu;
+    x ^= x >> 11;
+    return (size_t)x;
+}
+
+static const char *code_attr(PyCodeObject *co, const char *name, const char *fallback)
+{
+    PyObject *o = py.Object_GetAttrString((PyObject *)co, name);
+    if (!o) {
+        py.Err_Clear();
+        return fallback ? code_attr(co, fallback, NULL) : intern_str("?");
+    }
+    const char *u = py.Unicode_AsUTF8(o);
+    const char *r = intern_str(u ? u : "?");
+    if (!u)
+        py.Err_Clear();
+    py.DecRef(o);
+    return r;
+}
+
+static code_ent code_lookup(PyCodeObject *co)
+{
+    if (code_cap) {
+        size_t j = ptr_hash(co) & (code_cap - 1);
+        while (code_tab[j].co) {
+            if (code_tab[j].co == co)
+                return code_tab[j];
+            j = (j + 1) & (code_cap - 1);
+        }
+    }
+    code_ent e = {.co = co};
+    e.file = code_attr(co, "co_filename", NULL);
+    e.func = code_attr(co, "co_qualname", "co_name"); /* co_qualname is 3.11+ */
+    e.skip = e.file && e.file == own_file;
+    if (code_n * 2 >= code_cap && code_cap < CODE_CACHE_MAX) {
+        size_t nc = code_cap ? code_cap * 2 : 4096;
+        code_ent *nt = calloc(nc, sizeof *nt);
+        if (nt) {
+            for (size_t i = 0; i < code_cap; i++)
+                if (code_tab[i].co) {
+                    size_t k = ptr_hash(code_tab[i].co) & (nc - 1);
+                    while (nt[k].co)
+                        k = (k + 1) & (nc - 1);
+                    nt[k] = code_tab[i];
+                }
+            free(code_tab);
+            code_tab = nt;
+            code_cap = nc;
+        }
+    }
+    if (code_n * 2 < code_cap) {
+        size_t j = ptr_hash(co) & (code_cap - 1);
+        while (code_tab[j].co)
+            j = (j + 1) & (code_cap - 1);
+        py.IncRef((PyObject *)co);
+        code_tab[j] = e;
+        code_n++;
+    }
+    return e;
+}
+
+/* ------------------------------------------------------------------ the stack walk */
+
+static int py_max_frames(void)
+{
+    /* Python frames are what users read: keep up to the format's limit; the innermost come first. */
+    return LS_MAX_FRAMES;
+}
+
+/* GIL held. Fills out[] innermost first; returns the count. */
+static int walk_locked(ls_pyframe *out, int max)
+{
+    PyObject *et, *ev, *tb;
+    /* Never let our lookups disturb an error the host is in the middle of raising. */
+    py.Err_Fetch(&et, &ev, &tb);
+    /* Frame objects are created on demand (3.11) and are GC-tracked: a collection started by one
+     * of those allocations could run arbitrary __del__ code inside connect(). */
+    int gc_was = py.GC_Disable();
+    int n = 0;
+    PyFrameObject *f = py.Eval_GetFrame(); /* borrowed */
+    if (f)
+        py.IncRef((PyObject *)f);
+    while (f && n < max) {
+        PyCodeObject *co = py.Frame_GetCode(f);
+        if (co) {
+            code_ent e = code_lookup(co);
+            if (!e.skip) {
+                out[n].file = e.file;
+                out[n].func = e.func;
+                out[n].line = py.Frame_GetLineNumber(f);
+                n++;
+            }
+            py.DecRef((PyObject *)co);
+        }
+        PyFrameObject *back = py.Frame_GetBack(f);
+        py.DecRef((PyObject *)f);
+        f = back;
+    }
+    if (f)
+        py.DecRef((PyObject *)f);
+    if (gc_was)
+        py.GC_Enable();
+    py.Err_Restore(et, ev, tb);
+    return n;
+}
+
+/* Any thread. Takes the GIL only if the thread is one Python knows. */
+static ls_stack_id capture(void)
+{
+    if (!py.IsInitialized())
+        return 0;
+    if (py.IsFinalizing && py.IsFinalizing())
+        return 0; /* taking the GIL now may terminate this thread (daemon threads at shutdown) */
+    if (!py.GILState_GetThisThreadState())
+        return 0; /* a thread Python never saw: never give it a thread state */
+    /* Zeroed: the core hashes and compares whole ls_pyframe structs, padding included. */
+    ls_pyframe frames[LS_MAX_FRAMES];
+    memset(frames, 0, sizeof frames);
+    PyGILState_STATE st = py.GILState_Ensure(); /* cheap when this thread already holds it */
+    int n = walk_locked(frames, py_max_frames());
+    py.GILState_Release(st);
+    /* The strings are interned for good, so interning the stack needs no GIL. */
+    return n > 0 ? ls_pystack_intern(frames, n) : 0;
+}
+
+/* Attribution scopes opened by the Python wrappers around a driver's connect: the ctx for the
+ * core, plus the Python stack captured while the wrapper held the GIL. */
+#define PY_SCOPES 16
+static LS_TLS int scope_depth;
+static LS_TLS ls_ctx scope_prev[PY_SCOPES];
+static LS_TLS ls_stack_id scope_stack[PY_SCOPES];
+
+/* ls_pystack_hook. Called by the core with ls_in_shim set, outside its locks. */
+static ls_stack_id pystack_hook(void)
+{
+    if (scope_depth > 0 && scope_depth <= PY_SCOPES && scope_stack[scope_depth - 1])
+        return scope_stack[scope_depth - 1];
+    return capture();
+}
+
+/* ------------------------------------------------------------------ functions the Python side calls
+ * METH_FASTCALL, integer arguments only. They never raise into the host: a bad argument is
+ * ignored. ls_in_shim is raised around core calls like any hook. */
+
+static int get_u64(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, unsigned long long *out)
+{
+    if (nargs != want)
+        return -1;
+    for (Py_ssize_t i = 0; i < want; i++) {
+        out[i] = py.Long_AsUnsignedLongLong(args[i]);
+        if (out[i] == (unsigned long long)-1 && py.Err_Occurred()) {
+            py.Err_Clear();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *ret_none(void)
+{
+    py.IncRef(py.None);
+    return py.None;
+}
+
+#define FASTCALL_FN(name) static PyObject *name(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+
+FASTCALL_FN(f_open)
+{
+    (void)self;
+    unsigned long long a[4];
+    if (!get_u64(args, nargs, 4, a)) {
+        ls_in_shim++;
+        ls_handle_open((int)a[0], (int)a[1], (uintptr_t)a[2], (uintptr_t)a[3]);
+        ls_in_shim--;
+    }
+    return ret_none();
+}
+
+FASTCALL_FN(f_close)
+{
+    (void)self;
+    unsigned long long a[1];
+    if (!get_u64(args, nargs, 1, a)) {
+        ls_in_shim++;
+        ls_handle_close((uintptr_t)a[0]);
+        ls_in_shim--;
+    }
+    return ret_none();
+}
+
+FASTCALL_FN(f_known)
+{
+    (void)self;
+    unsigned long long a[1];
+    int k = 0;
+    if (!get_u64(args, nargs, 1, a)) {
+        ls_in_shim++;
+        k = ls_handle_known((uintptr_t)a[0]);
+        ls_in_shim--;
+    }
+    return py.Bool_FromLong(k);
+}
+
+FASTCALL_FN(f_adopt_fd)
+{
+    (void)self;
+    unsigned long long a[2];
+    if (!get_u64(args, nargs, 2, a)) {
+        ls_in_shim++;
+        ls_handle_adopt_fd((uintptr_t)a[0], (int)a[1]);
+        ls_in_shim--;
+    }
+    return ret_none();
+}
+
+FASTCALL_FN(f_checkout)
+{
+    (void)self;
+    unsigned long long a[2];
+    if (!get_u64(args, nargs, 2, a)) {
+        ls_in_shim++;
+        /* One walk serves both captures the core makes when the client is new to it (its
+         * creation stack and the checkout stack). */
+        ls_stack_id st = capture();
+        int d = scope_depth;
+        if (d < PY_SCOPES) {
+            scope_prev[d] = ls_ctx_current();
+            scope_stack[d] = st;
+            scope_depth++;
+        }
+        ls_pool_checkout((uintptr_t)a[0], (uintptr_t)a[1]);
+        if (d < PY_SCOPES)
+            scope_depth--;
+        ls_in_shim--;
+    }
+    return ret_none();
+}
+
+FASTCALL_FN(f_checkin)
+{
+    (void)self;
+    unsigned long long a[2];
+    if (!get_u64(args, nargs, 2, a)) {
+        ls_in_shim++;
+        ls_pool_checkin((uintptr_t)a[0], (uintptr_t)a[1]);
+        ls_in_shim--;
+    }
+    return ret_none();
+}
+
+/* _ls_push(driver, handle, pool, background): sockets this thread connects until _ls_pop() belong
+ * to the driver (and handle); their Python stack is the one taken here, with the GIL held. */
+FASTCALL_FN(f_push)
+{
+    (void)self;
+    unsigned long long a[4];
+    if (get_u64(args, nargs, 4, a))
+        a[0] = a[1] = a[2] = a[3] = 0;
+    if (scope_depth < PY_SCOPES) {
+        ls_stack_id st = capture();
+        scope_prev[scope_depth] = ls_ctx_push((int)a[0], (uintptr_t)a[1], (uintptr_t)a[2], (int)a[3]);
+        scope_stack[scope_depth] = st;
+    }
+    scope_depth++;
+    return ret_none();
+}
+
+FASTCALL_FN(f_pop)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    if (scope_depth > 0) {
+        scope_depth--;
+        if (scope_depth < PY_SCOPES)
+            ls_ctx_pop(scope_prev[scope_depth]);
+    }
+    return ret_none();
+}
+
+/* _ls_capture(): the current Python stack's id, to attach later to what this call creates. */
+FASTCALL_FN(f_capture)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    ls_in_shim++;
+    ls_stack_id st = capture();
+    ls_in_shim--;
+    return py.Long_FromLong((long)st);
+}
+
+/* _ls_scope(stack_id): until _ls_pop(), what this thread creates gets that Python stack (0: the
+ * live one); the attribution ctx is left as it is. */
+FASTCALL_FN(f_scope)
+{
+    (void)self;
+    unsigned long long a[1];
+    if (get_u64(args, nargs, 1, a))
+        a[0] = 0;
+    if (scope_depth < PY_SCOPES) {
+        ls_stack_id st = a[0] ? (ls_stack_id)a[0] : capture();
+        scope_prev[scope_depth] = ls_ctx_current();
+        scope_stack[scope_depth] = st;
+    }
+    scope_depth++;
+    return ret_none();
+}
+
+/* Registered with Python's atexit: the exit report while the program's sockets are still open.
+ * The C atexit handler later finds it taken and only applies exitcode. */
+static PyObject *f_report_exit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ls_in_shim++;
+    ls_report_exit();
+    ls_in_shim--;
+    return ret_none();
+}
+
+FASTCALL_FN(f_warn)
+{
+    (void)self;
+    if (nargs == 1) {
+        const char *s = py.Unicode_AsUTF8(args[0]);
+        if (s)
+            ls_warn("%s", s);
+        else
+            py.Err_Clear();
+    }
+    return ret_none();
+}
+
+FASTCALL_FN(f_verbosity)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    return py.Long_FromLong(ls_opt.verbosity);
+}
+
+#define FC(fn) ((PyCFunction)(void (*)(void))(fn))
+static PyMethodDef py_methods[] = {
+    {"_ls_open", FC(f_open), PY_METH_FASTCALL, NULL},
+    {"_ls_close", FC(f_close), PY_METH_FASTCALL, NULL},
+    {"_ls_known", FC(f_known), PY_METH_FASTCALL, NULL},
+    {"_ls_adopt_fd", FC(f_adopt_fd), PY_METH_FASTCALL, NULL},
+    {"_ls_checkout", FC(f_checkout), PY_METH_FASTCALL, NULL},
+    {"_ls_checkin", FC(f_checkin), PY_METH_FASTCALL, NULL},
+    {"_ls_push", FC(f_push), PY_METH_FASTCALL, NULL},
+    {"_ls_pop", FC(f_pop), PY_METH_FASTCALL, NULL},
+    {"_ls_capture", FC(f_capture), PY_METH_FASTCALL, NULL},
+    {"_ls_scope", FC(f_scope), PY_METH_FASTCALL, NULL},
+    {"_ls_report_exit", FC(f_report_exit), PY_METH_NOARGS, NULL},
+    {"_ls_warn", FC(f_warn), PY_METH_FASTCALL, NULL},
+    {"_ls_verbosity", FC(f_verbosity), PY_METH_FASTCALL, NULL},
+};
+
+/* ------------------------------------------------------------------ the Python side
+ * Runs once, in its own namespace (the C functions above and a few constants are its globals).
+ * Every wrapper calls the original first or last exactly as before and never lets an error of
+ * ours escape into the program. Frames of this code are left out of captured stacks. */
+static const char py_src[] =
+    "import sys\n"
+    "_had = set(sys.modules)\n"
+    "import atexit, _thread, _weakref\n"
+    "for _n in ('atexit', '_thread', '_weakref'):\n"
+    "    if _n not in _had:\n"
+    "        sys.modules.pop(_n, None)  # leave sys.modules as the program would find it\n"
+    "del _had\n"
+    "atexit.register(_ls_report_exit)  # first registered: runs after the program's own handlers\n"
+    "_tls = _thread._local()\n"
+    "_refs = {}\n"
+    "def _on_death(obj, key):\n"
+    "    # close the handle when the object is garbage collected (before its id can be reused)\n"
+    "    def cb(r, key=key):\n"
+    "        _refs.pop(id(r), None)\n"
+    "        _msocks.discard(key)\n"
+    "        _ls_close(key)\n"
+    "    try:\n"
+    "        r = _weakref.ref(obj, cb)\n"
+    "    except TypeError:\n"
+    "        return\n"
+    "    _refs[id(r)] = r\n"
+    "def _wrap(cls, attr, make):\n"
+    "    orig = cls.__dict__.get(attr)\n"
+    "    if orig is None:\n"
+    "        return None\n"
+    "    kind = type(orig)\n"
+    "    fn = orig.__func__ if kind in (classmethod, staticmethod) else orig\n"
+    "    w = make(fn)\n"
+    "    for a in ('__module__', '__name__', '__qualname__', '__doc__'):\n"
+    "        try:\n"
+    "            setattr(w, a, getattr(fn, a))\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    w.__wrapped__ = fn\n"
+    "    setattr(cls, attr, kind(w) if kind in (classmethod, staticmethod) else w)\n"
+    "    return fn, w\n"
+    "def _safe(f, *a):\n"
+    "    try:\n"
+    "        f(*a)\n"
+    "    except Exception as e:\n"
+    "        if _ls_verbosity() > 0:\n"
+    "            _ls_warn('python hook %s failed: %r' % (getattr(f, '__name__', f), e))\n"
+    "\n"
+    "# ---- psycopg2.pool: getconn/putconn; a connection is keyed by its PGconn* so it is the\n"
+    "# same handle the libpq hook tracks (or ours, if libpq is not hooked).\n"
+    "def _pgkey(conn):\n"
+    "    try:\n"
+    "        return conn.pgconn_ptr or id(conn)\n"
+    "    except Exception:\n"
+    "        return id(conn)\n"
+    "def _pg_member(drv, pool, conn):\n"
+    "    k = _pgkey(conn)\n"
+    "    if not _ls_known(k):\n"
+    "        _ls_open(drv, HK_CLIENT, k, id(pool))\n"
+    "        try:\n"
+    "            _ls_adopt_fd(k, conn.fileno())\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    _ls_checkin(id(pool), k)\n"
+    "def _patch_psycopg2_pool(m):\n"
+    "    A = m.AbstractConnectionPool\n"
+    "    swaps = {}\n"
+    "    def mk_init(orig):\n"
+    "        def __init__(self, *a, **kw):\n"
+    "            _safe(_ls_open, DRV_PSYCOPG2, HK_POOL, id(self), 0)\n"
+    "            _safe(_on_death, self, id(self))\n"
+    "            orig(self, *a, **kw)\n"
+    "        return __init__\n"
+    "    def mk_connect(orig):\n"
+    "        def _connect(self, *a, **kw):\n"
+    "            conn = orig(self, *a, **kw)\n"
+    "            _safe(_pg_member, DRV_PSYCOPG2, self, conn)\n"
+    "            return conn\n"
+    "        return _connect\n"
+    "    def mk_getconn(orig):\n"
+    "        def _getconn(self, *a, **kw):\n"
+    "            conn = orig(self, *a, **kw)\n"
+    "            _safe(_ls_checkout, id(self), _pgkey(conn))\n"
+    "            return conn\n"
+    "        return _getconn\n"
+    "    def mk_putconn(orig):\n"
+    "        def _putconn(self, conn, *a, **kw):\n"
+    "            k = _pgkey(conn)\n"
+    "            orig(self, conn, *a, **kw)\n"
+    "            if getattr(conn, 'closed', 0):\n"
+    "                _safe(_ls_close, k)\n"
+    "            else:\n"
+    "                _safe(_ls_checkin, id(self), k)\n"
+    "        return _putconn\n"
+    "    def mk_closeall(orig):\n"
+    "        def _closeall(self, *a, **kw):\n"
+    "            try:\n"
+    "                keys = [_pgkey(c) for c in list(self._pool) + list(self._used.values())]\n"
+    "            except Exception:\n"
+    "                keys = []\n"
+    "            orig(self, *a, **kw)\n"
+    "            for k in keys:\n"
+    "                _safe(_ls_close, k)\n"
+    "            _safe(_ls_close, id(self))\n"
+    "        return _closeall\n"
+    "    for attr, mk in (('__init__', mk_init), ('_connect', mk_connect), ('_getconn', mk_getconn),\n"
+    "                     ('_putconn', mk_putconn), ('_closeall', mk_closeall)):\n"
+    "        r = _wrap(A, attr, mk)\n"
+    "        if r:\n"
+    "            swaps[r[0]] = r[1]\n"
+    "    # SimpleConnectionPool binds getconn = AbstractConnectionPool._getconn at class creation\n"
+    "    for cls in list(vars(m).values()):\n"
+    "        if isinstance(cls, type) and issubclass(cls, A):\n"
+    "            for attr, v in list(vars(cls).items()):\n"
+    "                if v in swaps:\n"
+    "                    setattr(cls, attr, swaps[v])\n"
+    "\n"
+    "# ---- redis-py. A pool made by Redis() itself is private to that client and is not a handle;\n"
+    "# one the program made (shared) is a pool handle. Each connected Connection is a client handle\n"
+    "# (in its shared pool, if any) from connect to disconnect; get_connection/release are checkouts.\n"
+    "_rpools = {}\n"
+    "_rconns = {}\n"
+    "def _redis_pool_handle(pool):\n"
+    "    if pool is None or not _rpools.get(id(pool)):\n"
+    "        return 0\n"
+    "    if not _ls_known(id(pool)):\n"
+    "        _ls_open(DRV_REDISPY, HK_POOL, id(pool), 0)\n"
+    "    return id(pool)\n"
+    "def _patch_redis_client(m):\n"
+    "    def private(orig):\n"
+    "        def wrapper(*a, **kw):\n"
+    "            _tls.redis_private = getattr(_tls, 'redis_private', 0) + 1\n"
+    "            try:\n"
+    "                return orig(*a, **kw)\n"
+    "            finally:\n"
+    "                _tls.redis_private -= 1\n"
+    "        return wrapper\n"
+    "    for cls in (getattr(m, 'Redis', None), getattr(m, 'StrictRedis', None)):\n"
+    "        if isinstance(cls, type):\n"
+    "            _wrap(cls, '__init__', private)\n"
+    "            _wrap(cls, 'from_url', private)\n"
+    "def _patch_redis_connection(m):\n"
+    "    def mk_pool_init(orig):\n"
+    "        def __init__(self, *a, **kw):\n"
+    "            shared = not getattr(_tls, 'redis_private', 0)\n"
+    "            _rpools[id(self)] = shared\n"
+    "            if shared:\n"
+    "                _safe(_ls_open, DRV_REDISPY, HK_POOL, id(self), 0)\n"
+    "            try:\n"
+    "                r = _weakref.ref(self, lambda r, key=id(self), shared=shared: (\n"
+    "                    _refs.pop(id(r), None), _rpools.pop(key, None), shared and _ls_close(key)))\n"
+    "                _refs[id(r)] = r\n"
+    "            except TypeError:\n"
+    "                pass\n"
+    "            orig(self, *a, **kw)\n"
+    "        return __init__\n"
+    "    def mk_get(orig):\n"
+    "        def get_connection(self, command_name, *a, **kw):\n"
+    "            prev = getattr(_tls, 'redis_pool', None)\n"
+    "            _tls.redis_pool = self\n"
+    "            try:\n"
+    "                conn = orig(self, command_name, *a, **kw)\n"
+    "            finally:\n"
+    "                _tls.redis_pool = prev\n"
+    "            # a pubsub connection is held for the subscriber's life by design: not a checkout\n"
+    "            if command_name != 'pubsub' and id(conn) in _rconns:\n"
+    "                _safe(_ls_checkout, _redis_pool_handle(self), id(conn))\n"
+    "            return conn\n"
+    "        return get_connection\n"
+    "    def mk_release(orig):\n"
+    "        def release(self, connection, *a, **kw):\n"
+    "            orig(self, connection, *a, **kw)\n"
+    "            if id(connection) in _rconns:\n"
+    "                _safe(_ls_checkin, _redis_pool_handle(self), id(connection))\n"
+    "        return release\n"
+    "    def mk_pool_disconnect(orig):\n"
+    "        def disconnect(self, *a, **kw):\n"
+    "            orig(self, *a, **kw)\n"
+    "            if _rpools.get(id(self)):\n"
+    "                _safe(_ls_close, id(self))\n"
+    "        return disconnect\n"
+    "    def mk_connect(orig):\n"
+    "        def connect(self):\n"
+    "            if getattr(self, '_sock', None) is not None:\n"
+    "                return orig(self)\n"
+    "            pool = getattr(_tls, 'redis_pool', None)\n"
+    "            h = id(self)\n"
+    "            _ls_push(DRV_REDISPY, h, 0, 0)  # one stack walk, reused by the open below\n"
+    "            try:\n"
+    "                _safe(_ls_open, DRV_REDISPY, HK_CLIENT, h, _redis_pool_handle(pool))\n"
+    "                orig(self)\n"
+    "            except BaseException:\n"
+    "                if getattr(self, '_sock', None) is None:\n"
+    "                    _safe(_ls_close, h)\n"
+    "                raise\n"
+    "            finally:\n"
+    "                _ls_pop()\n"
+    "            _rconns[h] = True\n"
+    "        return connect\n"
+    "    def mk_disconnect(orig):\n"
+    "        def disconnect(self, *a, **kw):\n"
+    "            try:\n"
+    "                return orig(self, *a, **kw)\n"
+    "            finally:\n"
+    "                if _rconns.pop(id(self), None) and getattr(self, '_sock', None) is None:\n"
+    "                    _safe(_ls_close, id(self))\n"
+    "        return disconnect\n"
+    "    for cls in list(vars(m).values()):\n"
+    "        if not isinstance(cls, type):\n"
+    "            continue\n"
+    "        if 'get_connection' in vars(cls):\n"
+    "            if cls.__name__ == 'ConnectionPool':\n"
+    "                _wrap(cls, '__init__', mk_pool_init)\n"
+    "            _wrap(cls, 'get_connection', mk_get)\n"
+    "            _wrap(cls, 'release', mk_release)\n"
+    "            _wrap(cls, 'disconnect', mk_pool_disconnect)\n"
+    "        elif 'connect' in vars(cls) and 'disconnect' in vars(cls) and hasattr(cls, '_connect'):\n"
+    "            _wrap(cls, 'connect', mk_connect)\n"
+    "            _wrap(cls, 'disconnect', mk_disconnect)\n"
+    "\n"
+    "# ---- pymongo. Each application socket of a client's pools is a client handle (its SocketInfo)\n"
+    "# from connect to close, created where the MongoClient was made (the call to fix when a client\n"
+    "# is never closed); monitor sockets are background; each operation's checkout is a checkout.\n"
+    "# The MongoClient itself is not a handle: a client never used holds no connection.\n"
+    "_msocks = set()\n"
+    "def _patch_pymongo_topology(m):\n"
+    "    T = m.Topology\n"
+    "    def mk_init(orig):\n"
+    "        def __init__(self, *a, **kw):\n"
+    "            orig(self, *a, **kw)\n"
+    "            try:\n"
+    "                self._leakshim_stack = _ls_capture()\n"
+    "            except Exception:\n"
+    "                pass\n"
+    "        return __init__\n"
+    "    def mk_pool(bg):\n"
+    "        def mk(orig):\n"
+    "            def create(self, *a, **kw):\n"
+    "                pool = orig(self, *a, **kw)\n"
+    "                try:\n"
+    "                    pool._leakshim = (getattr(self, '_leakshim_stack', 0), bg)\n"
+    "                except Exception:\n"
+    "                    pass\n"
+    "                return pool\n"
+    "            return create\n"
+    "        return mk\n"
+    "    _wrap(T, '__init__', mk_init)\n"
+    "    _wrap(T, '_create_pool_for_server', mk_pool(0))\n"
+    "    _wrap(T, '_create_pool_for_monitor', mk_pool(1))\n"
+    "def _mongo_adopt(s, stack):\n"
+    "    _ls_scope(stack)\n"
+    "    try:\n"
+    "        _ls_open(DRV_PYMONGO, HK_CLIENT, id(s), 0)\n"
+    "    finally:\n"
+    "        _ls_pop()\n"
+    "    _msocks.add(id(s))\n"
+    "    _on_death(s, id(s))\n"
+    "    _ls_adopt_fd(id(s), s.sock.fileno())\n"
+    "def _patch_pymongo_pool(m):\n"
+    "    P = m.Pool\n"
+    "    def info(pool):\n"
+    "        i = getattr(pool, '_leakshim', None)\n"
+    "        if i is None:\n"
+    "            return 0, 0 if getattr(pool, 'handshake', True) else 1\n"
+    "        return i\n"
+    "    def mk_connect(orig):\n"
+    "        def connect(self, *a, **kw):\n"
+    "            stack, bg = info(self)\n"
+    "            _ls_push(DRV_PYMONGO, 0, 0, bg)\n"
+    "            try:\n"
+    "                s = orig(self, *a, **kw)\n"
+    "            finally:\n"
+    "                _ls_pop()\n"
+    "            if not bg:\n"
+    "                _safe(_mongo_adopt, s, stack)\n"
+    "            return s\n"
+    "        return connect\n"
+    "    def mk_checkout(orig):\n"
+    "        def checkout(self, *a, **kw):\n"
+    "            s = orig(self, *a, **kw)\n"
+    "            if id(s) in _msocks:\n"
+    "                _safe(_ls_checkout, 0, id(s))\n"
+    "            return s\n"
+    "        return checkout\n"
+    "    def mk_checkin(orig):\n"
+    "        def checkin(self, s, *a, **kw):\n"
+    "            try:\n"
+    "                return orig(self, s, *a, **kw)\n"
+    "            finally:\n"
+    "                if id(s) in _msocks:\n"
+    "                    _safe(_ls_checkin, 0, id(s))\n"
+    "        return checkin\n"
+    "    def mk_close(orig):\n"
+    "        def close_socket(self, *a, **kw):\n"
+    "            try:\n"
+    "                return orig(self, *a, **kw)\n"
+    "            finally:\n"
+    "                if id(self) in _msocks and getattr(self, 'closed', True):\n"
+    "                    _msocks.discard(id(self))\n"
+    "                    _safe(_ls_close, id(self))\n"
+    "        return close_socket\n"
+    "    _wrap(P, 'connect', mk_connect)\n"
+    "    for name in ('_get_socket', '_get_conn'):\n"
+    "        if _wrap(P, name, mk_checkout):\n"
+    "            break\n"
+    "    for name in ('return_socket', 'checkin'):\n"
+    "        if _wrap(P, name, mk_checkin):\n"
+    "            break\n"
+    "    for cname in ('SocketInfo', 'Connection'):\n"
+    "        C = getattr(m, cname, None)\n"
+    "        if isinstance(C, type) and 'close_socket' in vars(C):\n"
+    "            _wrap(C, 'close_socket', mk_close)\n"
+    "            break\n"
+    "\n"
+    "# ---- SQLAlchemy: its own pool events; the DBAPI connection is keyed like psycopg2's.\n"
+    "_sa_pools = set()\n"
+    "_sa_owned = set()\n"
+    "def _patch_sqlalchemy(sa):\n"
+    "    from sqlalchemy import event\n"
+    "    from sqlalchemy.pool import Pool\n"
+    "    def pool_of(rec):\n"
+    "        return getattr(rec, '_ConnectionRecord__pool', None)\n"
+    "    def on_connect(dbapi_conn, rec):\n"
+    "        pool = pool_of(rec)\n"
+    "        if pool is None or type(dbapi_conn).__module__.startswith(('sqlite3', 'pysqlite')):\n"
+    "            return\n"
+    "        if id(pool) not in _sa_pools:\n"
+    "            _sa_pools.add(id(pool))\n"
+    "            _ls_open(DRV_SQLALCHEMY, HK_POOL, id(pool), 0)\n"
+    "            def gone(key):\n"
+    "                _sa_pools.discard(key)\n"
+    "                _ls_close(key)\n"
+    "            r = _weakref.ref(pool, lambda r, key=id(pool): (_refs.pop(id(r), None), gone(key)))\n"
+    "            _refs[id(r)] = r\n"
+    "        k = _pgkey(dbapi_conn)\n"
+    "        if not _ls_known(k):\n"
+    "            _sa_owned.add(k)\n"
+    "        _pg_member(DRV_SQLALCHEMY, pool, dbapi_conn)\n"
+    "    def on_checkout(dbapi_conn, rec, proxy):\n"
+    "        pool = pool_of(rec)\n"
+    "        if pool is not None and id(pool) in _sa_pools:\n"
+    "            _ls_checkout(id(pool), _pgkey(dbapi_conn))\n"
+    "    def on_checkin(dbapi_conn, rec):\n"
+    "        pool = pool_of(rec)\n"
+    "        if dbapi_conn is not None and pool is not None and id(pool) in _sa_pools:\n"
+    "            _ls_checkin(id(pool), _pgkey(dbapi_conn))\n"
+    "    def on_close(dbapi_conn, rec=None):\n"
+    "        k = _pgkey(dbapi_conn)\n"
+    "        if k in _sa_owned:\n"
+    "            _sa_owned.discard(k)\n"
+    "            _ls_close(k)\n"
+    "    def guard(f):\n"
+    "        def handler(*a):\n"
+    "            _safe(f, *a)\n"
+    "        return handler\n"
+    "    event.listen(Pool, 'connect', guard(on_connect))\n"
+    "    event.listen(Pool, 'checkout', guard(on_checkout))\n"
+    "    event.listen(Pool, 'checkin', guard(on_checkin))\n"
+    "    event.listen(Pool, 'close', guard(on_close))\n"
+    "    event.listen(Pool, 'close_detached', guard(on_close))\n"
+    "    def mk_dispose(orig):\n"
+    "        def dispose(self, *a, **kw):\n"
+    "            try:\n"
+    "                return orig(self, *a, **kw)\n"
+    "            finally:\n"
+    "                if id(self) in _sa_pools:\n"
+    "                    _sa_pools.discard(id(self))\n"
+    "                    _safe(_ls_close, id(self))\n"
+    "        return dispose\n"
+    "    import sqlalchemy.pool as sp\n"
+    "    seen = set()\n"
+    "    for cls in list(vars(sp).values()):\n"
+    "        if isinstance(cls, type) and issubclass(cls, Pool) and cls not in seen:\n"
+    "            seen.add(cls)\n"
+    "            _wrap(cls, 'dispose', mk_dispose)\n"
+    "\n"
+    "# ---- post-import hooks\n"
+    "_PATCH = {\n"
+    "    'psycopg2.pool': _patch_psycopg2_pool,\n"
+    "    'redis.client': _patch_redis_client,\n"
+    "    'redis.connection': _patch_redis_connection,\n"
+    "    'pymongo.topology': _patch_pymongo_topology,\n"
+    "    'pymongo.pool': _patch_pymongo_pool,\n"
+    "    'sqlalchemy': _patch_sqlalchemy,\n"
+    "}\n"
+    "_done = set()\n"
+    "def _run_patch(name, mod):\n"
+    "    if name in _done:\n"
+    "        return\n"
+    "    _done.add(name)\n"
+    "    try:\n"
+    "        _PATCH[name](mod)\n"
+    "    except Exception as e:\n"
+    "        _ls_warn('cannot follow %s connections: %r' % (name, e))\n"
+    "class _LeakshimImportHook:\n"
+    "    '''leakshim: patches a few database driver modules right after they are imported.'''\n"
+    "    _busy = set()\n"
+    "    @classmethod\n"
+    "    def find_spec(cls, name, path=None, target=None):\n"
+    "        if name not in _PATCH or name in _done or name in cls._busy:\n"
+    "            return None\n"
+    "        cls._busy.add(name)\n"
+    "        try:\n"
+    "            spec = None\n"
+    "            for f in sys.meta_path:\n"
+    "                fs = getattr(f, 'find_spec', None)\n"
+    "                if f is cls or fs is None:\n"
+    "                    continue\n"
+    "                spec = fs(name, path, target)\n"
+    "                if spec is not None:\n"
+    "                    break\n"
+    "        finally:\n"
+    "            cls._busy.discard(name)\n"
+    "        loader = getattr(spec, 'loader', None)\n"
+    "        if loader is None or isinstance(loader, type) or not hasattr(loader, 'exec_module'):\n"
+    "            return spec\n"
+    "        orig = loader.exec_module\n"
+    "        def exec_module(module):\n"
+    "            try:\n"
+    "                del loader.exec_module  # one use: the loader is left as it was\n"
+    "            except Exception:\n"
+    "                pass\n"
+    "            orig(module)\n"
+    "            _run_patch(name, module)\n"
+    "        try:\n"
+    "            loader.exec_module = exec_module\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "        return spec\n"
+    "for _n in list(_PATCH):\n"
+    "    if _n in sys.modules:\n"
+    "        _run_patch(_n, sys.modules[_n])\n"
+    "sys.meta_path.insert(0, _LeakshimImportHook)\n";
+
+/* GIL held (audit hook). Runs py_src once in a private namespace. */
+static void bootstrap(void)
+{
+    py_booted = 1;
+    PyObject *et, *ev, *tb;
+    py.Err_Fetch(&et, &ev, &tb);
+    ls_in_shim++; /* nothing the bootstrap does is the host's */
+    own_file = intern_str("<leakshim>");
+    PyObject *ns = py.Dict_New();
+    int ok = ns && py.Dict_SetItemString(ns, "__builtins__", py.Eval_GetBuiltins()) == 0;
+    for (size_t i = 0; ok && i < sizeof py_methods / sizeof py_methods[0]; i++) {
+        PyObject *f = py.CFunction_NewEx(&py_methods[i], NULL, NULL);
+        ok = f && py.Dict_SetItemString(ns, py_methods[i].ml_name, f) == 0;
+        if (f)
+            py.DecRef(f);
+    }
+    static const struct {
+        const char *name;
+        long v;
+    } consts[] = {
+        {"DRV_PSYCOPG2", LS_DRV_PSYCOPG2}, {"DRV_REDISPY", LS_DRV_REDISPY}, {"DRV_PYMONGO", LS_DRV_PYMONGO},
+        {"DRV_SQLALCHEMY", LS_DRV_SQLALCHEMY}, {"DRV_PYTHON", LS_DRV_PYTHON}, {"HK_CLIENT", LS_HK_CLIENT},
+        {"HK_POOL", LS_HK_POOL},
+    };
+    for (size_t i = 0; ok && i < sizeof consts / sizeof consts[0]; i++) {
+        PyObject *v = py.Long_FromLong(consts[i].v);
+        ok = v && py.Dict_SetItemString(ns, consts[i].name, v) == 0;
+        if (v)
+            py.DecRef(v);
+    }
+    PyObject *code = ok ? py.CompileString(py_src, "<leakshim>", PY_FILE_INPUT) : NULL;
+    PyObject *r = code ? py.Eval_EvalCode(code, ns, ns) : NULL;
+    if (!r) {
+        ls_warn("Python support is off: its bootstrap failed%s", ls_opt.verbosity > 0 ? ":" : "");
+        if (py.Err_Occurred()) {
+            if (ls_opt.verbosity > 0)
+                py.Err_Print();
+            else
+                py.Err_Clear();
+        }
+    } else
+        py.DecRef(r);
+    if (code)
+        py.DecRef(code);
+    py_ns = ns; /* kept: the wrappers' globals */
+    ls_in_shim--;
+    py.Err_Restore(et, ev, tb);
+}
+
+/* The audit hook: GIL held, any thread. After the bootstrap it costs one load per event. */
+static int audit_hook(const char *event, PyObject *args, void *data)
+{
+    (void)args;
+    (void)data;
+    if (LS_LIKELY(py_booted))
+        return 0;
+    /* "cpython.run_file/_module/_command/_stdin/_startup/_interactivehook": the interpreter is up
+     * and the program's own code is about to run. "import" after initialisation covers hosts that
+     * embed Python and run code another way. */
+    if (!strncmp(event, "cpython.run_", 12) || (!strcmp(event, "import") && py.IsInitialized())) {
+        if (py.IsInitialized())
+            bootstrap();
+    }
+    return 0;
+}
+
+/* Constructor context. Is "-X dev" among the interpreter's own options in /proc/self/cmdline? */
+static int cmdline_devmode(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ls_sys_close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *end = buf + n;
+    const char *a = buf + strlen(buf) + 1; /* skip argv[0] */
+    while (a < end && a[0] == '-') {
+        if (!strcmp(a, "-c") || !strcmp(a, "-m") || !strcmp(a, "--") || !strcmp(a, "-"))
+            break; /* what follows is the program's */
+        const char *x = NULL;
+        if (!strcmp(a, "-X") || !strcmp(a, "-W")) {
+            const char *next = a + strlen(a) + 1;
+            if (next >= end)
+                break;
+            if (a[1] == 'X')
+                x = next;
+            a = next;
+        } else if (!strncmp(a, "-X", 2))
+            x = a + 2;
+        if (x && (!strcmp(x, "dev") || !strncmp(x, "dev=", 4)))
+            return 1;
+        a += strlen(a) + 1;
+    }
+    return 0;
+}
+
+/* Debug allocators (PYTHONMALLOC=debug, -X dev, a debug build) are installed after our
+ * constructor, and the interpreter frees the audit hook list with them at exit: an entry we
+ * allocated before would abort the process ("_PyMem_DebugRawFree: bad ID"). In those modes no
+ * audit hook is registered: Python stacks still work, the early exit report and pool tracking
+ * are off. */
+static int debug_allocator_likely(void)
+{
+    const char *m = getenv("PYTHONMALLOC");
+    if (m && strstr(m, "debug"))
+        return 1;
+    const char *d = getenv("PYTHONDEVMODE");
+    if (d && *d)
+        return 1;
+    if (dlsym(RTLD_DEFAULT, "_Py_RefTotal") || dlsym(RTLD_DEFAULT, "_Py_GetGlobalRefTotal"))
+        return 1; /* --with-pydebug build */
+    return cmdline_devmode();
+}
+
+/* Constructor context (before Py_Initialize in a python3 process): dlsym only, plus registering
+ * the audit hook, which CPython allows before initialisation. */
+__attribute__((constructor)) static void leakshim_python_ctor(void)
+{
+    if (!dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
+        return; /* not CPython: nothing at all */
+    if (!resolve_api())
+        return; /* older than 3.10, or a stripped build */
+    py_ok = 1;
+    ls_pystack_hook = pystack_hook;
+    if (debug_allocator_likely())
+        return;
+    if (py.IsInitialized()) {
+        /* Preloaded into an already running interpreter (dlopen): no audit hook needed to know
+         * it is up, but we have no GIL here; stacks work, pools wait for a later version. */
+        return;
+    }
+    py.AddAuditHook(audit_hook, NULL);
+}
+
+/* Benchmark entry (tests/bench/bench_python.py calls it through ctypes.PyDLL with the GIL held):
+ * average microseconds per Python stack capture from the caller's current depth, and the number
+ * of frames captured in *frames_out. */
+LEAKSHIM_EXPORT double leakshim_pystack_bench(int iterations, int *frames_out)
+{
+    if (!py_ok || iterations <= 0)
+        return -1;
+    ls_pyframe frames[LS_MAX_FRAMES];
+    PyGILState_STATE st = py.GILState_Ensure();
+    int n = walk_locked(frames, py_max_frames());
+    py.GILState_Release(st);
+    if (frames_out)
+        *frames_out = n;
+    ls_in_shim++;
+    double t0 = ls_mono();
+    for (int i = 0; i < iterations; i++)
+        (void)capture();
+    double t1 = ls_mono();
+    ls_in_shim--;
+    return (t1 - t0) * 1e6 / iterations;
+}
