@@ -820,16 +820,47 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
                 ls_buf_puts(text, "\n");
             }
         }
-        size_t shown = 0;
-        for (size_t i = 0; i < nch && shown < (size_t)ls_opt.top; i++, shown++) {
-            if (!shown)
+        /* Rows that read the same (stacks differing only inside libraries) are merged. */
+        size_t nrows = nch < 200 ? nch : 200, nout = 0;
+        struct row {
+            ls_buf where;
+            uint64_t created;
+            int live;
+        } *rows = calloc(nrows ? nrows : 1, sizeof *rows);
+        for (size_t i = 0; rows && i < nrows; i++) {
+            ls_buf w = {0};
+            const ls_stack *st = ls_stack_get(ch[i].id);
+            short_stack(&w, st && st->is_py ? ch[i].id : 0, st && !st->is_py ? ch[i].id : 0);
+            size_t k;
+            for (k = 0; k < nout; k++)
+                if (w.data && rows[k].where.data && !strcmp(w.data, rows[k].where.data))
+                    break;
+            if (k < nout) {
+                ls_buf_free(&w);
+            } else {
+                rows[k].where = w;
+                nout++;
+            }
+            rows[k].created += ch[i].created;
+            rows[k].live += ch[i].live;
+        }
+        for (size_t i = 0; rows && i < nout && i < (size_t)ls_opt.top; i++) {
+            size_t best = i; /* selection sort: a handful of rows */
+            for (size_t k = i + 1; k < nout; k++)
+                if (rows[k].created > rows[best].created)
+                    best = k;
+            struct row t = rows[i];
+            rows[i] = rows[best];
+            rows[best] = t;
+            if (!i)
                 ls_buf_printf(text, "%sDatabase connections and clients created per stack (whole run):\n",
                               quiet || kind == 1 ? "" : "-----------------------------------------------------------------\n");
-            ls_buf_printf(text, "  %6llu created, %4d live: ", (unsigned long long)ch[i].created, ch[i].live);
-            const ls_stack *st = ls_stack_get(ch[i].id);
-            short_stack(text, st && st->is_py ? ch[i].id : 0, st && !st->is_py ? ch[i].id : 0);
-            ls_buf_puts(text, "\n");
+            ls_buf_printf(text, "  %6llu created, %4d live: %s\n", (unsigned long long)rows[i].created, rows[i].live,
+                          rows[i].where.data ? rows[i].where.data : "");
         }
+        for (size_t i = 0; rows && i < nout; i++)
+            ls_buf_free(&rows[i].where);
+        free(rows);
         if (kind == 0) {
             if (leaks)
                 ls_buf_printf(text, "\nSUMMARY: leakshim: %d leaked database %s in %d %s", leaks,
