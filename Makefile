@@ -104,7 +104,7 @@ unit-asan:
 integration: all $(PROG_BIN)
 	$(PYTHON) -m pytest -q tests/integration
 
-test: all unit unit-asan integration
+test: format-check all unit unit-asan integration
 
 # Debian packages (build, servers for the tests, Python drivers) and the MongoDB wire server.
 deps:
@@ -120,8 +120,10 @@ bench: all $(BENCH_BIN)
 options-md: $(TOOL)
 	@./$(TOOL) options --markdown
 
+FMT_SRC := $(wildcard shim/*.c shim/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/integration/progs/*.c \
+	tests/bench/*.c samples/*.c)
 format-check:
-	clang-format --dry-run --Werror shim/*.c shim/*.h tools/*.c tests/unit/*.c samples/*.c
+	$(Q)clang-format --dry-run --Werror $(FMT_SRC) && echo "  FORMAT  ok"
 
 install: $(SHIM) $(TOOL)
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)

@@ -14,7 +14,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 packages=(
-    build-essential gcc make pkg-config binutils valgrind procps util-linux
+    build-essential gcc make pkg-config binutils valgrind procps util-linux clang-format
     libunwind-dev uthash-dev libcmocka-dev
     libpq-dev postgresql
     redis-server redis-tools libhiredis-dev

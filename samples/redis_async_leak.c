@@ -47,8 +47,14 @@ static void run_loop(redisAsyncContext *ac, struct request *req, int (*done)(con
     }
 }
 
-static int replied(const struct request *r) { return r->replied; }
-static int disconnected(const struct request *r) { return r->disconnected; }
+static int replied(const struct request *r)
+{
+    return r->replied;
+}
+static int disconnected(const struct request *r)
+{
+    return r->disconnected;
+}
 
 static int handle_request(const char *host, int port, int id)
 {

@@ -62,9 +62,7 @@ static inline void *ls_drv_symbol(const char *name)
 }
 
 /* static <ret> (*real_<fn>)(...) resolved once, lazily; NULL while the driver is not loaded. */
-#define DRV_RESOLVE(fn)                                                                            \
-    (LS_LIKELY(real_##fn) ? (void)0                                                                \
-                          : (void)(real_##fn = (__typeof__(real_##fn))ls_drv_symbol(#fn)))
+#define DRV_RESOLVE(fn) (LS_LIKELY(real_##fn) ? (void)0 : (void)(real_##fn = (__typeof__(real_##fn))ls_drv_symbol(#fn)))
 
 /* The context bracket around a real driver call: sockets connected by this thread inside it are
  * the driver's (whatever their address) and belong to handle h (0 = not known yet: adopted with

@@ -81,20 +81,20 @@ static redisAsyncContext *(*real_redisAsyncConnectWithOptions)(const redisOption
 static LS_TLS int redis_depth;
 
 /* The body of every hook whose real call returns a new context (sync or async). */
-#define REDIS_CONNECT_HOOK(type, fn, ...)                                                          \
-    do {                                                                                           \
-        DRV_RESOLVE(fn);                                                                           \
-        if (LS_UNLIKELY(!real_##fn))                                                               \
-            return NULL; /* hiredis is not loaded: its out-of-memory answer */                     \
-        if (ls_in_shim || redis_depth)                                                             \
-            return real_##fn(__VA_ARGS__);                                                         \
-        redis_depth++;                                                                             \
-        ls_ctx prev = drv_enter(LS_DRV_HIREDIS, 0, 0, 0);                                          \
-        type *ctx = real_##fn(__VA_ARGS__);                                                        \
-        drv_leave(prev);                                                                           \
-        redis_depth--;                                                                             \
-        drv_opened(LS_DRV_HIREDIS, LS_HK_CLIENT, (uintptr_t)ctx, 0);                               \
-        return ctx;                                                                                \
+#define REDIS_CONNECT_HOOK(type, fn, ...)                                                                              \
+    do {                                                                                                               \
+        DRV_RESOLVE(fn);                                                                                               \
+        if (LS_UNLIKELY(!real_##fn))                                                                                   \
+            return NULL; /* hiredis is not loaded: its out-of-memory answer */                                         \
+        if (ls_in_shim || redis_depth)                                                                                 \
+            return real_##fn(__VA_ARGS__);                                                                             \
+        redis_depth++;                                                                                                 \
+        ls_ctx prev = drv_enter(LS_DRV_HIREDIS, 0, 0, 0);                                                              \
+        type *ctx = real_##fn(__VA_ARGS__);                                                                            \
+        drv_leave(prev);                                                                                               \
+        redis_depth--;                                                                                                 \
+        drv_opened(LS_DRV_HIREDIS, LS_HK_CLIENT, (uintptr_t)ctx, 0);                                                   \
+        return ctx;                                                                                                    \
     } while (0)
 
 LEAKSHIM_EXPORT redisContext *redisConnect(const char *ip, int port)

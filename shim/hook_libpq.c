@@ -22,8 +22,8 @@ enum { PQ_POLLING_FAILED = 0, PQ_POLLING_OK = 3 };
 
 static PGconn *(*real_PQconnectdb)(const char *);
 static PGconn *(*real_PQconnectdbParams)(const char *const *, const char *const *, int);
-static PGconn *(*real_PQsetdbLogin)(const char *, const char *, const char *, const char *, const char *,
-                                    const char *, const char *);
+static PGconn *(*real_PQsetdbLogin)(const char *, const char *, const char *, const char *, const char *, const char *,
+                                    const char *);
 static PGconn *(*real_PQconnectStart)(const char *);
 static PGconn *(*real_PQconnectStartParams)(const char *const *, const char *const *, int);
 static int (*real_PQconnectPoll)(PGconn *);
@@ -53,21 +53,21 @@ static void pq_adopt_socket(PGconn *conn)
 }
 
 /* The body of every hook whose real call returns a new PGconn. */
-#define PQ_CONNECT_HOOK(fn, ...)                                                                   \
-    do {                                                                                           \
-        DRV_RESOLVE(fn);                                                                           \
-        if (LS_UNLIKELY(!real_##fn))                                                               \
-            return NULL; /* libpq is not loaded: what libpq returns when out of memory */        \
-        if (ls_in_shim || pq_depth)                                                                \
-            return real_##fn(__VA_ARGS__);                                                         \
-        pq_depth++;                                                                                \
-        ls_ctx prev = drv_enter(LS_DRV_LIBPQ, 0, 0, 0);                                            \
-        PGconn *conn = real_##fn(__VA_ARGS__);                                                     \
-        drv_leave(prev);                                                                           \
-        pq_depth--;                                                                                \
-        drv_opened(LS_DRV_LIBPQ, LS_HK_CLIENT, (uintptr_t)conn, 0);                                \
-        pq_adopt_socket(conn);                                                                     \
-        return conn;                                                                               \
+#define PQ_CONNECT_HOOK(fn, ...)                                                                                       \
+    do {                                                                                                               \
+        DRV_RESOLVE(fn);                                                                                               \
+        if (LS_UNLIKELY(!real_##fn))                                                                                   \
+            return NULL; /* libpq is not loaded: what libpq returns when out of memory */                              \
+        if (ls_in_shim || pq_depth)                                                                                    \
+            return real_##fn(__VA_ARGS__);                                                                             \
+        pq_depth++;                                                                                                    \
+        ls_ctx prev = drv_enter(LS_DRV_LIBPQ, 0, 0, 0);                                                                \
+        PGconn *conn = real_##fn(__VA_ARGS__);                                                                         \
+        drv_leave(prev);                                                                                               \
+        pq_depth--;                                                                                                    \
+        drv_opened(LS_DRV_LIBPQ, LS_HK_CLIENT, (uintptr_t)conn, 0);                                                    \
+        pq_adopt_socket(conn);                                                                                         \
+        return conn;                                                                                                   \
     } while (0)
 
 LEAKSHIM_EXPORT PGconn *PQconnectdb(const char *conninfo)
@@ -91,29 +91,28 @@ LEAKSHIM_EXPORT PGconn *PQconnectStart(const char *conninfo)
     PQ_CONNECT_HOOK(PQconnectStart, conninfo);
 }
 
-LEAKSHIM_EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values,
-                                             int expand_dbname)
+LEAKSHIM_EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname)
 {
     PQ_CONNECT_HOOK(PQconnectStartParams, keywords, values, expand_dbname);
 }
 
 /* A step of an async connect or reset on a known handle: the socket it may create (the next
  * address or host after a failure, the new socket of a reset) is attributed to conn directly. */
-#define PQ_STEP_HOOK(fn, failval, conn)                                                            \
-    do {                                                                                           \
-        DRV_RESOLVE(fn);                                                                           \
-        if (LS_UNLIKELY(!real_##fn))                                                               \
-            return failval;                                                                        \
-        if (ls_in_shim || pq_depth || !(conn))                                                     \
-            return real_##fn(conn);                                                                \
-        pq_depth++;                                                                                \
-        ls_ctx prev = drv_enter(LS_DRV_LIBPQ, (uintptr_t)(conn), 0, 0);                            \
-        int st = real_##fn(conn);                                                                  \
-        drv_leave(prev);                                                                           \
-        pq_depth--;                                                                                \
-        if (st == PQ_POLLING_OK)                                                                   \
-            pq_adopt_socket(conn);                                                                 \
-        return st;                                                                                 \
+#define PQ_STEP_HOOK(fn, failval, conn)                                                                                \
+    do {                                                                                                               \
+        DRV_RESOLVE(fn);                                                                                               \
+        if (LS_UNLIKELY(!real_##fn))                                                                                   \
+            return failval;                                                                                            \
+        if (ls_in_shim || pq_depth || !(conn))                                                                         \
+            return real_##fn(conn);                                                                                    \
+        pq_depth++;                                                                                                    \
+        ls_ctx prev = drv_enter(LS_DRV_LIBPQ, (uintptr_t)(conn), 0, 0);                                                \
+        int st = real_##fn(conn);                                                                                      \
+        drv_leave(prev);                                                                                               \
+        pq_depth--;                                                                                                    \
+        if (st == PQ_POLLING_OK)                                                                                       \
+            pq_adopt_socket(conn);                                                                                     \
+        return st;                                                                                                     \
     } while (0)
 
 LEAKSHIM_EXPORT int PQconnectPoll(PGconn *conn)

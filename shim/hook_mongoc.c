@@ -56,14 +56,13 @@ static void (*real_mongoc_client_pool_destroy)(mongoc_client_pool_t *);
 static mongoc_client_t *(*real_mongoc_client_pool_pop)(mongoc_client_pool_t *);
 static mongoc_client_t *(*real_mongoc_client_pool_try_pop)(mongoc_client_pool_t *);
 static void (*real_mongoc_client_pool_push)(mongoc_client_pool_t *, mongoc_client_t *);
-static mongoc_stream_t *(*real_mongoc_client_default_stream_initiator)(const mongoc_uri_t *,
-                                                                       const mongoc_host_list_t *, void *,
-                                                                       bson_error_t *);
+static mongoc_stream_t *(*real_mongoc_client_default_stream_initiator)(const mongoc_uri_t *, const mongoc_host_list_t *,
+                                                                       void *, bson_error_t *);
 static const char *(*real_mongoc_uri_get_string)(const mongoc_uri_t *);
 static int (*real_mongoc_get_major_version)(void);
 
 /* Internal entry points: every integer argument forwarded (see the top of the file). */
-#define FWD_PARAMS                                                                                 \
+#define FWD_PARAMS                                                                                                     \
     uintptr_t a1, uintptr_t a2, uintptr_t a3, uintptr_t a4, uintptr_t a5, uintptr_t a6, uintptr_t a7, uintptr_t a8
 #define FWD_ARGS a1, a2, a3, a4, a5, a6, a7, a8
 typedef uintptr_t (*fwd_fn)(FWD_PARAMS);
@@ -73,8 +72,8 @@ static fwd_fn real_mongoc_topology_scanner_start;
 static fwd_fn real_mongoc_topology_scanner_work;
 static fwd_fn real_mongoc_client_connect;
 
-static LS_TLS int mg_depth;       /* inside a hooked constructor on this thread */
-static LS_TLS int mg_new_client;  /* ... and it is a single-threaded client's */
+static LS_TLS int mg_depth;        /* inside a hooked constructor on this thread */
+static LS_TLS int mg_new_client;   /* ... and it is a single-threaded client's */
 static LS_TLS uintptr_t mg_new_ts; /* the scanner that constructor created */
 
 /* Do the internal hooks understand this libmongoc? 1 yes, -1 no, 0 not asked yet. */
@@ -250,30 +249,30 @@ static uintptr_t pool_for_uri(const mongoc_uri_t *uri)
 
 /* ------------------------------------------------------------------ clients */
 
-#define MG_NEW_CLIENT_HOOK(fn, ...)                                                                \
-    do {                                                                                           \
-        DRV_RESOLVE(fn);                                                                           \
-        if (LS_UNLIKELY(!real_##fn))                                                               \
-            return NULL;                                                                           \
-        if (ls_in_shim || mg_depth)                                                                \
-            return real_##fn(__VA_ARGS__);                                                         \
-        mg_depth++;                                                                                \
-        mg_new_client = 1;                                                                         \
-        mg_new_ts = 0;                                                                             \
-        ls_ctx prev = drv_enter(LS_DRV_MONGOC, 0, 0, 0);                                           \
-        mongoc_client_t *client = real_##fn(__VA_ARGS__);                                          \
-        drv_leave(prev);                                                                           \
-        uintptr_t ts = mg_new_ts;                                                                  \
-        mg_new_ts = 0;                                                                             \
-        mg_new_client = 0;                                                                         \
-        mg_depth--;                                                                                \
-        drv_opened(LS_DRV_MONGOC, LS_HK_CLIENT, (uintptr_t)client, 0);                             \
-        if (client && ts) {                                                                        \
-            int e = errno;                                                                         \
-            ts_put(ts, (uintptr_t)client);                                                         \
-            errno = e;                                                                             \
-        }                                                                                          \
-        return client;                                                                             \
+#define MG_NEW_CLIENT_HOOK(fn, ...)                                                                                    \
+    do {                                                                                                               \
+        DRV_RESOLVE(fn);                                                                                               \
+        if (LS_UNLIKELY(!real_##fn))                                                                                   \
+            return NULL;                                                                                               \
+        if (ls_in_shim || mg_depth)                                                                                    \
+            return real_##fn(__VA_ARGS__);                                                                             \
+        mg_depth++;                                                                                                    \
+        mg_new_client = 1;                                                                                             \
+        mg_new_ts = 0;                                                                                                 \
+        ls_ctx prev = drv_enter(LS_DRV_MONGOC, 0, 0, 0);                                                               \
+        mongoc_client_t *client = real_##fn(__VA_ARGS__);                                                              \
+        drv_leave(prev);                                                                                               \
+        uintptr_t ts = mg_new_ts;                                                                                      \
+        mg_new_ts = 0;                                                                                                 \
+        mg_new_client = 0;                                                                                             \
+        mg_depth--;                                                                                                    \
+        drv_opened(LS_DRV_MONGOC, LS_HK_CLIENT, (uintptr_t)client, 0);                                                 \
+        if (client && ts) {                                                                                            \
+            int e = errno;                                                                                             \
+            ts_put(ts, (uintptr_t)client);                                                                             \
+            errno = e;                                                                                                 \
+        }                                                                                                              \
+        return client;                                                                                                 \
     } while (0)
 
 LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_new(const char *uri_string)
@@ -305,8 +304,8 @@ LEAKSHIM_EXPORT void mongoc_client_destroy(mongoc_client_t *client)
 
 /* Fact 1: the exact client of an application connection. */
 LEAKSHIM_EXPORT mongoc_stream_t *mongoc_client_default_stream_initiator(const mongoc_uri_t *uri,
-                                                                      const mongoc_host_list_t *host,
-                                                                      void *user_data, bson_error_t *error)
+                                                                        const mongoc_host_list_t *host, void *user_data,
+                                                                        bson_error_t *error)
 {
     DRV_RESOLVE(mongoc_client_default_stream_initiator);
     if (LS_UNLIKELY(!real_mongoc_client_default_stream_initiator))
@@ -325,25 +324,25 @@ LEAKSHIM_EXPORT mongoc_stream_t *mongoc_client_default_stream_initiator(const mo
 
 /* ------------------------------------------------------------------ pools */
 
-#define MG_NEW_POOL_HOOK(fn, uri, ...)                                                             \
-    do {                                                                                           \
-        DRV_RESOLVE(fn);                                                                           \
-        if (LS_UNLIKELY(!real_##fn))                                                               \
-            return NULL;                                                                           \
-        if (ls_in_shim || mg_depth)                                                                \
-            return real_##fn(__VA_ARGS__);                                                         \
-        mg_depth++;                                                                                \
-        ls_ctx prev = drv_enter(LS_DRV_MONGOC, 0, 0, 0);                                           \
-        mongoc_client_pool_t *pool = real_##fn(__VA_ARGS__);                                       \
-        drv_leave(prev);                                                                           \
-        mg_depth--;                                                                                \
-        if (pool) {                                                                                \
-            int e = errno;                                                                         \
-            drv_opened(LS_DRV_MONGOC, LS_HK_POOL, (uintptr_t)pool, 0);                             \
-            pool_add((uintptr_t)pool, uri);                                                        \
-            errno = e;                                                                             \
-        }                                                                                          \
-        return pool;                                                                               \
+#define MG_NEW_POOL_HOOK(fn, uri, ...)                                                                                 \
+    do {                                                                                                               \
+        DRV_RESOLVE(fn);                                                                                               \
+        if (LS_UNLIKELY(!real_##fn))                                                                                   \
+            return NULL;                                                                                               \
+        if (ls_in_shim || mg_depth)                                                                                    \
+            return real_##fn(__VA_ARGS__);                                                                             \
+        mg_depth++;                                                                                                    \
+        ls_ctx prev = drv_enter(LS_DRV_MONGOC, 0, 0, 0);                                                               \
+        mongoc_client_pool_t *pool = real_##fn(__VA_ARGS__);                                                           \
+        drv_leave(prev);                                                                                               \
+        mg_depth--;                                                                                                    \
+        if (pool) {                                                                                                    \
+            int e = errno;                                                                                             \
+            drv_opened(LS_DRV_MONGOC, LS_HK_POOL, (uintptr_t)pool, 0);                                                 \
+            pool_add((uintptr_t)pool, uri);                                                                            \
+            errno = e;                                                                                                 \
+        }                                                                                                              \
+        return pool;                                                                                                   \
     } while (0)
 
 LEAKSHIM_EXPORT mongoc_client_pool_t *mongoc_client_pool_new(const mongoc_uri_t *uri)

@@ -22,8 +22,8 @@ typedef struct st_mysql MYSQL; /* opaque: the shim needs no client header */
 
 #define LS_CLIENT_REMEMBER_OPTIONS (1UL << 31)
 
-static MYSQL *(*real_mysql_real_connect)(MYSQL *, const char *, const char *, const char *, const char *,
-                                         unsigned int, const char *, unsigned long);
+static MYSQL *(*real_mysql_real_connect)(MYSQL *, const char *, const char *, const char *, const char *, unsigned int,
+                                         const char *, unsigned long);
 static void (*real_mysql_close)(MYSQL *);
 
 static LS_TLS int my_depth;

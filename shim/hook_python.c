@@ -1014,8 +1014,9 @@ static void bootstrap(void)
         const char *name;
         long v;
     } consts[] = {
-        {"DRV_PSYCOPG2", LS_DRV_PSYCOPG2}, {"DRV_REDISPY", LS_DRV_REDISPY}, {"DRV_PYMONGO", LS_DRV_PYMONGO},
-        {"DRV_SQLALCHEMY", LS_DRV_SQLALCHEMY}, {"DRV_PYTHON", LS_DRV_PYTHON}, {"HK_CLIENT", LS_HK_CLIENT},
+        {"DRV_PSYCOPG2", LS_DRV_PSYCOPG2}, {"DRV_REDISPY", LS_DRV_REDISPY},
+        {"DRV_PYMONGO", LS_DRV_PYMONGO},   {"DRV_SQLALCHEMY", LS_DRV_SQLALCHEMY},
+        {"DRV_PYTHON", LS_DRV_PYTHON},     {"HK_CLIENT", LS_HK_CLIENT},
         {"HK_POOL", LS_HK_POOL},
     };
     for (size_t i = 0; ok && i < sizeof consts / sizeof consts[0]; i++) {

@@ -11,20 +11,20 @@
 #include <linux/close_range.h>
 
 #define REAL(fn) real_##fn
-#define RESOLVE(fn)                                                                                \
-    do {                                                                                           \
-        if (LS_UNLIKELY(!real_##fn))                                                               \
-            real_##fn = (__typeof__(real_##fn))ls_real_symbol(#fn);                                \
+#define RESOLVE(fn)                                                                                                    \
+    do {                                                                                                               \
+        if (LS_UNLIKELY(!real_##fn))                                                                                   \
+            real_##fn = (__typeof__(real_##fn))ls_real_symbol(#fn);                                                    \
     } while (0)
 /* A missing required libc symbol: say so once and fail the call the way libc would. */
-#define REQUIRE(fn, failval)                                                                       \
-    do {                                                                                           \
-        RESOLVE(fn);                                                                               \
-        if (LS_UNLIKELY(!real_##fn)) {                                                             \
-            ls_missing_symbol(#fn);                                                                \
-            errno = ENOSYS;                                                                        \
-            return failval;                                                                        \
-        }                                                                                          \
+#define REQUIRE(fn, failval)                                                                                           \
+    do {                                                                                                               \
+        RESOLVE(fn);                                                                                                   \
+        if (LS_UNLIKELY(!real_##fn)) {                                                                                 \
+            ls_missing_symbol(#fn);                                                                                    \
+            errno = ENOSYS;                                                                                            \
+            return failval;                                                                                            \
+        }                                                                                                              \
     } while (0)
 
 static int (*real_socket)(int, int, int);
@@ -114,26 +114,20 @@ LEAKSHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
 
 /* fcntl's third argument is an int or a pointer depending on cmd; like glibc, take it as a
  * pointer-sized value and pass it on unchanged. */
-#define FCNTL_BODY(fn)                                                                             \
-    va_list ap;                                                                                    \
-    va_start(ap, cmd);                                                                             \
-    void *arg = va_arg(ap, void *);                                                                \
-    va_end(ap);                                                                                    \
-    REQUIRE(fn, -1);                                                                               \
-    int ret = REAL(fn)(fd, cmd, arg);                                                              \
-    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)                                                  \
-        return after_dup(fd, ret);                                                                 \
+#define FCNTL_BODY(fn)                                                                                                 \
+    va_list ap;                                                                                                        \
+    va_start(ap, cmd);                                                                                                 \
+    void *arg = va_arg(ap, void *);                                                                                    \
+    va_end(ap);                                                                                                        \
+    REQUIRE(fn, -1);                                                                                                   \
+    int ret = REAL(fn)(fd, cmd, arg);                                                                                  \
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)                                                                      \
+        return after_dup(fd, ret);                                                                                     \
     return ret;
 
-LEAKSHIM_EXPORT int fcntl(int fd, int cmd, ...)
-{
-    FCNTL_BODY(fcntl)
-}
+LEAKSHIM_EXPORT int fcntl(int fd, int cmd, ...){FCNTL_BODY(fcntl)}
 
-LEAKSHIM_EXPORT int fcntl64(int fd, int cmd, ...)
-{
-    FCNTL_BODY(fcntl64)
-}
+LEAKSHIM_EXPORT int fcntl64(int fd, int cmd, ...){FCNTL_BODY(fcntl64)}
 
 LEAKSHIM_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {

@@ -12,14 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
-void ls_signal_install(void);          /* hook_signal.c */
+void ls_signal_install(void); /* hook_signal.c */
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int ls_ready;
-static sem_t wake_sem;                 /* posted by the signal handler: no fd the host could close */
-static volatile sig_atomic_t dump_requested;
+static sem_t wake_sem;     /* posted by the signal handler: no fd the host could close */
+static int dump_requested; /* set in the signal handler, taken with an atomic exchange */
 static int reporter_running;
-pid_t ls_reporter_tid;                 /* `leakshim dump` signals this thread directly */
+pid_t ls_reporter_tid; /* `leakshim dump` signals this thread directly */
 
 void *ls_real_symbol(const char *name)
 {
@@ -38,7 +38,7 @@ void ls_missing_symbol(const char *name)
 void ls_trigger_dump(void)
 {
     int saved = errno;
-    dump_requested = 1;
+    __atomic_store_n(&dump_requested, 1, __ATOMIC_RELEASE);
     sem_post(&wake_sem);
     errno = saved;
 }
@@ -66,10 +66,8 @@ static void *reporter_main(void *arg)
         }
         int r = sem_clockwait(&wake_sem, CLOCK_MONOTONIC, &ts);
         (void)r;
-        if (dump_requested) {
-            dump_requested = 0;
+        if (__atomic_exchange_n(&dump_requested, 0, __ATOMIC_ACQ_REL))
             ls_report_snapshot();
-        }
         ls_report_check_thresholds();
         if (ls_opt.interval > 0 && ls_mono() >= next_sample) {
             ls_timeline_sample();
@@ -134,6 +132,8 @@ void ls_after_fork_child(void)
 static void at_exit(void)
 {
     ls_in_shim++;
+    if (__atomic_exchange_n(&dump_requested, 0, __ATOMIC_ACQ_REL)) /* asked for just before exit */
+        ls_report_snapshot();
     int leaks = ls_report_exit();
     if (leaks > 0 && ls_opt.exitcode) {
         fflush(NULL); /* _exit skips stdio: keep the host's buffered output */

@@ -37,9 +37,9 @@ void *ls_real_symbol(const char *name);
 void ls_missing_symbol(const char *name);
 
 /* ---------------------------------------------------------------- time, raw output */
-double ls_now(void);                 /* CLOCK_REALTIME seconds */
-double ls_mono(void);                /* CLOCK_MONOTONIC seconds */
-int ls_sys_close(int fd);            /* raw syscall close, bypasses every hook */
+double ls_now(void);                                   /* CLOCK_REALTIME seconds */
+double ls_mono(void);                                  /* CLOCK_MONOTONIC seconds */
+int ls_sys_close(int fd);                              /* raw syscall close, bypasses every hook */
 int ls_write_all(int fd, const void *buf, size_t len); /* retries EINTR/partial; 0 or -1 */
 /* One line to stderr prefixed "leakshim: ". Not for signal handlers (uses vsnprintf). */
 void ls_warn(const char *fmt, ...) LS_PRINTF(1, 2);
@@ -52,7 +52,7 @@ typedef struct ls_buf {
 } ls_buf;
 void ls_buf_printf(ls_buf *b, const char *fmt, ...) LS_PRINTF(2, 3);
 void ls_buf_puts(ls_buf *b, const char *s);
-void ls_buf_json_str(ls_buf *b, const char *s); /* quoted, escaped JSON string; NULL -> null */
+void ls_buf_json_str(ls_buf *b, const char *s);       /* quoted, escaped JSON string; NULL -> null */
 void ls_buf_fixed(ls_buf *b, double v, int decimals); /* like %.Nf, N <= 6, without printf */
 void ls_buf_free(ls_buf *b);
 
@@ -69,22 +69,22 @@ typedef struct ls_port_range {
 } ls_port_range;
 
 typedef struct ls_options {
-    char report[LS_PATH_LEN];        /* "stderr" or a path, %p = pid */
-    int format;                      /* enum ls_format */
-    int signal;                      /* signal number; 0 = none */
-    int exitcode;                    /* 0 = off */
-    double threshold;                /* seconds */
-    int frames;                      /* native frames captured, 1..64 */
+    char report[LS_PATH_LEN]; /* "stderr" or a path, %p = pid */
+    int format;               /* enum ls_format */
+    int signal;               /* signal number; 0 = none */
+    int exitcode;             /* 0 = off */
+    double threshold;         /* seconds */
+    int frames;               /* native frames captured, 1..64 */
     ls_port_range ports[LS_MAX_PORTS];
     int nports;
     char paths[LS_MAX_PATHS][LS_PATH_LEN]; /* fnmatch patterns on the socket path's basename */
     int npaths;
-    int track;                       /* enum ls_track */
-    char suppressions[LS_PATH_LEN];  /* file or "" */
-    double interval;                 /* timeline sample period, 0 = off */
-    int verbosity;                   /* 0 quiet .. 2 chatty */
-    int top;                         /* churn table rows */
-    char dump_dir[LS_PATH_LEN];      /* where signal snapshots are also written for `leakshim dump` */
+    int track;                      /* enum ls_track */
+    char suppressions[LS_PATH_LEN]; /* file or "" */
+    double interval;                /* timeline sample period, 0 = off */
+    int verbosity;                  /* 0 quiet .. 2 chatty */
+    int top;                        /* churn table rows */
+    char dump_dir[LS_PATH_LEN];     /* where signal snapshots are also written for `leakshim dump` */
     int help;
 } ls_options;
 
@@ -101,7 +101,7 @@ const char *ls_signal_name(int sig);
 
 /* ---------------------------------------------------------------- stacks (stack.c) */
 #define LS_MAX_FRAMES 64
-typedef uint32_t ls_stack_id;        /* 0 = no stack */
+typedef uint32_t ls_stack_id; /* 0 = no stack */
 
 /* Python frames are provided by hook_python.c; strings must live for the whole process
  * (the provider interns them). */
@@ -125,9 +125,9 @@ typedef struct ls_stack {
     uint32_t hash;
     int n;
     int is_py;
-    uint64_t created;                /* how many sockets/handles were created from this stack */
-    void **frames;                   /* native */
-    ls_pyframe *pyframes;            /* python */
+    uint64_t created;     /* how many sockets/handles were created from this stack */
+    void **frames;        /* native */
+    ls_pyframe *pyframes; /* python */
 } ls_stack;
 const ls_stack *ls_stack_get(ls_stack_id id);
 void ls_stack_count(ls_stack_id id); /* +1 creation */
@@ -136,7 +136,7 @@ size_t ls_stack_total(void);         /* number of interned stacks */
 /* Report-time symbolization of one native frame. Never in a signal handler. */
 typedef struct ls_sym {
     char module[LS_PATH_LEN];
-    uintptr_t offset;                /* pc - module load base */
+    uintptr_t offset; /* pc - module load base */
     char build_id[41];
     char symbol[128];
     uintptr_t sym_off;
@@ -146,11 +146,11 @@ void ls_symbolize(void *pc, ls_sym *out);
 int ls_frame_is_self(void *pc);
 void ls_stack_lock_all(void);        /* atfork prepare */
 void ls_stack_unlock_all(int child); /* atfork parent/child */
-void ls_stack_init_self(void);  /* constructor: learn the shim's own text range */
+void ls_stack_init_self(void);       /* constructor: learn the shim's own text range */
 
 /* ---------------------------------------------------------------- registry (registry.c) */
 enum ls_driver {
-    LS_DRV_NONE = 0,  /* classified by address only */
+    LS_DRV_NONE = 0, /* classified by address only */
     LS_DRV_LIBPQ,
     LS_DRV_HIREDIS,
     LS_DRV_MONGOC,
@@ -159,17 +159,17 @@ enum ls_driver {
     LS_DRV_REDISPY,
     LS_DRV_PSYCOPG2,
     LS_DRV_SQLALCHEMY,
-    LS_DRV_PYTHON,    /* a Python pool or driver not listed above */
+    LS_DRV_PYTHON, /* a Python pool or driver not listed above */
     LS_DRV_COUNT
 };
 const char *ls_driver_name(int drv);
 
 enum ls_state {
-    LS_ST_IN_USE = 0,  /* open, owned by a live handle or by nobody known */
+    LS_ST_IN_USE = 0, /* open, owned by a live handle or by nobody known */
     LS_ST_IDLE_IN_POOL,
     LS_ST_CHECKED_OUT,
-    LS_ST_ORPHANED,    /* its handle was freed but the socket is still open */
-    LS_ST_BACKGROUND,  /* driver's own monitoring socket */
+    LS_ST_ORPHANED,   /* its handle was freed but the socket is still open */
+    LS_ST_BACKGROUND, /* driver's own monitoring socket */
     LS_ST_COUNT
 };
 const char *ls_state_name(int st);
@@ -193,20 +193,20 @@ ls_ctx ls_ctx_current(void);
 void ls_registry_init(void);
 /* Socket events from hook_socket.c (call after the real call succeeded). */
 void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len);
-void ls_on_close(int fd);            /* call BEFORE the real close (forget-before-close rule) */
+void ls_on_close(int fd); /* call BEFORE the real close (forget-before-close rule) */
 void ls_on_close_range(unsigned lo, unsigned hi);
 void ls_on_dup(int oldfd, int newfd); /* newfd now refers to oldfd's socket */
-void ls_on_socket_new(int fd);       /* a fresh fd number: drop any stale entry with that number */
-int ls_fd_tracked(int fd);           /* lock-free quick check */
+void ls_on_socket_new(int fd);        /* a fresh fd number: drop any stale entry with that number */
+int ls_fd_tracked(int fd);            /* lock-free quick check */
 void ls_on_fork_child(void);
 
 /* Driver handles and pools (hook_libpq.c, hook_hiredis.c, hook_mongoc.c, hook_mysql.c,
  * hook_python.c). All keys are the handle's address (or a Python object's id). */
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool);
-void ls_handle_close(uintptr_t h);   /* the driver freed it */
-void ls_handle_adopt_fd(uintptr_t h, int fd);        /* fd's socket belongs to h */
-void ls_handle_adopt_pending(uintptr_t h);           /* sockets this thread connected in a ctx with handle 0 */
-void ls_handle_release_fd(uintptr_t h, int fd);      /* driver keeps fd open but h no longer owns it */
+void ls_handle_close(uintptr_t h);                       /* the driver freed it */
+void ls_handle_adopt_fd(uintptr_t h, int fd);            /* fd's socket belongs to h */
+void ls_handle_adopt_pending(uintptr_t h);               /* sockets this thread connected in a ctx with handle 0 */
+void ls_handle_release_fd(uintptr_t h, int fd);          /* driver keeps fd open but h no longer owns it */
 void ls_pool_checkout(uintptr_t pool, uintptr_t client); /* captures the checkout stack */
 void ls_pool_checkin(uintptr_t pool, uintptr_t client);
 int ls_handle_known(uintptr_t h);
@@ -215,7 +215,7 @@ int ls_handle_known(uintptr_t h);
  * the kernel (stored inode vs fstat now), so reports never hold the registry lock while they
  * symbolize or write. Free with ls_registry_snapshot_free(). */
 typedef struct ls_conn_view {
-    int fd;                           /* lowest live fd */
+    int fd; /* lowest live fd */
     int fds[8];
     int nfds;
     uint64_t ino;
@@ -223,10 +223,10 @@ typedef struct ls_conn_view {
     socklen_t peerlen;
     int driver;
     uintptr_t handle, pool;
-    int state;                        /* enum ls_state */
+    int state; /* enum ls_state */
     int background, inherited;
-    double created;                   /* realtime */
-    double idle;                      /* seconds since last data (TCP_INFO), -1 unknown */
+    double created; /* realtime */
+    double idle;    /* seconds since last data (TCP_INFO), -1 unknown */
     int tid;
     ls_stack_id stack, pystack;
 } ls_conn_view;
@@ -236,10 +236,10 @@ typedef struct ls_handle_view {
     int driver, kind;
     uintptr_t pool;
     int freed, inherited;
-    int open_socks;                   /* sockets open now */
-    int socks_ever;                   /* sockets ever attributed */
-    int closed_socks;                 /* closed while attached */
-    int moved_socks;                  /* re-attributed to another handle (e.g. Python wrapper) */
+    int open_socks;   /* sockets open now */
+    int socks_ever;   /* sockets ever attributed */
+    int closed_socks; /* closed while attached */
+    int moved_socks;  /* re-attributed to another handle (e.g. Python wrapper) */
     int checked_out;
     double created, checkout_time;
     ls_stack_id stack, pystack, co_stack, co_pystack;
@@ -251,40 +251,40 @@ typedef struct ls_snapshot {
     size_t nconns;
     ls_handle_view *handles;
     size_t nhandles;
-    uint64_t closed_behind;           /* entries dropped by the kernel check */
+    uint64_t closed_behind; /* entries dropped by the kernel check */
 } ls_snapshot;
 /* kernel_check: 0 = none (cheap, for live warnings), 1 = verify every fd against the kernel,
  * 2 = also read TCP_INFO for idle times (snapshots). */
 int ls_registry_snapshot(ls_snapshot *s, int kernel_check);
-int ls_registry_checked_out(void);   /* clients checked out now (cheap) */
+int ls_registry_checked_out(void); /* clients checked out now (cheap) */
 void ls_registry_snapshot_free(ls_snapshot *s);
 /* Marks the checkout of client as warned; returns 1 if it was not warned before. */
 int ls_checkout_mark_warned(uintptr_t client, double checkout_time);
 /* Service name for a socket ("PostgreSQL", "Redis", ...), from driver, port or path. */
 const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len);
 int ls_classify(const struct sockaddr *sa, socklen_t len); /* 1 if the address is a database's */
-void ls_registry_lock_all(void);      /* atfork prepare */
-void ls_registry_unlock_all(int child); /* atfork parent/child */
+void ls_registry_lock_all(void);                           /* atfork prepare */
+void ls_registry_unlock_all(int child);                    /* atfork parent/child */
 
 /* ---------------------------------------------------------------- reports (report.c) */
 /* Takes the exit report once (later calls do nothing); returns the number of unsuppressed
  * leaks found. Python calls this from its own atexit, the C atexit handler afterwards. */
 int ls_report_exit(void);
-void ls_report_snapshot(void);       /* signal dump: report destination + dump_dir file */
+void ls_report_snapshot(void);         /* signal dump: report destination + dump_dir file */
 void ls_report_check_thresholds(void); /* live warnings; called by the reporter thread */
-int ls_exit_leaks(void);             /* leaks counted by the exit report (-1 if not taken) */
+int ls_exit_leaks(void);               /* leaks counted by the exit report (-1 if not taken) */
 /* Builds a report into b (unit tests and the functions above). kind: 0 exit, 1 snapshot. */
 void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out);
-void ls_timeline_sample(void);       /* reporter thread, every `interval` seconds */
+void ls_timeline_sample(void); /* reporter thread, every `interval` seconds */
 void ls_report_reset_after_fork(void);
 int ls_suppressions_load(const char *path); /* number of patterns, -1 on error (warned) */
 void ls_suppressions_add(const char *pattern);
 void ls_suppressions_clear(void);
 
 /* ---------------------------------------------------------------- runtime (init.c) */
-void ls_init(void);                  /* idempotent; constructor and first hook */
-void ls_trigger_dump(void);          /* async-signal-safe: wake the reporter thread */
-void ls_after_fork_child(void);      /* fork() hook, child side, normal context */
+void ls_init(void);             /* idempotent; constructor and first hook */
+void ls_trigger_dump(void);     /* async-signal-safe: wake the reporter thread */
+void ls_after_fork_child(void); /* fork() hook, child side, normal context */
 extern pid_t ls_reporter_tid;
 
 #endif

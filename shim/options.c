@@ -15,26 +15,27 @@ ls_options ls_opt;
 #define LS_DEFAULT_PATHS ".s.PGSQL.*,mysqld.sock,mysql.sock,mariadb.sock,redis*.sock,mongodb-*.sock,memcached*.sock"
 
 /* OPT(type, name, default, valid-values, description) */
-#define LS_OPTION_TABLE(OPT)                                                                       \
-    OPT(STR, report, "stderr", "stderr|PATH",                                                      \
-        "where reports go; `%p` in PATH expands to the pid; unwritable -> stderr with a warning")  \
-    OPT(FORMAT, format, "text", "text|json|both",                                                  \
-        "report format; `both` writes text to `report` and JSON to `report`.json")                 \
-    OPT(SIGNAL, signal, "USR2", "NAME|NUMBER|none", "signal that dumps a live snapshot")            \
-    OPT(INT, exitcode, "0", "0-255", "exit with this status if database sockets leaked (0 = off)")  \
-    OPT(DOUBLE, threshold, "30", "SECONDS",                                                        \
-        "checked out or idle longer than this is a suspect; live warning once per checkout")       \
-    OPT(INT, frames, "32", "1-64", "native frames captured per stack")                             \
-    OPT(PORTS, ports, LS_DEFAULT_PORTS, "[+]PORT[-PORT],...",                                      \
-        "TCP peer ports that mark a database socket; a leading `+` adds to the defaults")          \
-    OPT(PATHS, paths, LS_DEFAULT_PATHS, "[+]GLOB,...",                                             \
-        "Unix socket basenames that mark a database socket; a leading `+` adds to the defaults")   \
-    OPT(TRACK, track, "db", "db|all", "`all` tracks every connected stream socket")                 \
-    OPT(STR, suppressions, "", "PATH", "file of LSan-style patterns (`leak:PATTERN`) matched against frames") \
-    OPT(DOUBLE, interval, "0", "SECONDS", "timeline sample period for live counts (0 = off)")       \
-    OPT(INT, verbosity, "1", "0-2", "0 = reports only, 1 = warnings, 2 = debug lines")              \
-    OPT(INT, top, "5", "0-100", "rows in the creations-per-stack (churn) table")                    \
-    OPT(STR, dump_dir, "", "DIR", "where signal snapshots are also written for `leakshim dump` (default $TMPDIR or /tmp)") \
+#define LS_OPTION_TABLE(OPT)                                                                                           \
+    OPT(STR, report, "stderr", "stderr|PATH",                                                                          \
+        "where reports go; `%p` in PATH expands to the pid; unwritable -> stderr with a warning")                      \
+    OPT(FORMAT, format, "text", "text|json|both",                                                                      \
+        "report format; `both` writes text to `report` and JSON to `report`.json")                                     \
+    OPT(SIGNAL, signal, "USR2", "NAME|NUMBER|none", "signal that dumps a live snapshot")                               \
+    OPT(INT, exitcode, "0", "0-255", "exit with this status if database sockets leaked (0 = off)")                     \
+    OPT(DOUBLE, threshold, "30", "SECONDS",                                                                            \
+        "checked out or idle longer than this is a suspect; live warning once per checkout")                           \
+    OPT(INT, frames, "32", "1-64", "native frames captured per stack")                                                 \
+    OPT(PORTS, ports, LS_DEFAULT_PORTS, "[+]PORT[-PORT],...",                                                          \
+        "TCP peer ports that mark a database socket; a leading `+` adds to the defaults")                              \
+    OPT(PATHS, paths, LS_DEFAULT_PATHS, "[+]GLOB,...",                                                                 \
+        "Unix socket basenames that mark a database socket; a leading `+` adds to the defaults")                       \
+    OPT(TRACK, track, "db", "db|all", "`all` tracks every connected stream socket")                                    \
+    OPT(STR, suppressions, "", "PATH", "file of LSan-style patterns (`leak:PATTERN`) matched against frames")          \
+    OPT(DOUBLE, interval, "0", "SECONDS", "timeline sample period for live counts (0 = off)")                          \
+    OPT(INT, verbosity, "1", "0-2", "0 = reports only, 1 = warnings, 2 = debug lines")                                 \
+    OPT(INT, top, "5", "0-100", "rows in the creations-per-stack (churn) table")                                       \
+    OPT(STR, dump_dir, "", "DIR",                                                                                      \
+        "where signal snapshots are also written for `leakshim dump` (default $TMPDIR or /tmp)")                       \
     OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")
 
 struct opt_desc {
@@ -60,8 +61,8 @@ static const struct {
 /* Signals that cannot be caught or that mean a crash are refused as dump triggers. */
 static int sig_allowed(int s)
 {
-    return s > 0 && s < NSIG && s != SIGKILL && s != SIGSTOP && s != SIGSEGV && s != SIGBUS &&
-           s != SIGFPE && s != SIGILL && s != SIGABRT && s != SIGTRAP;
+    return s > 0 && s < NSIG && s != SIGKILL && s != SIGSTOP && s != SIGSEGV && s != SIGBUS && s != SIGFPE &&
+           s != SIGILL && s != SIGABRT && s != SIGTRAP;
 }
 
 int ls_signal_from_name(const char *name)
@@ -203,9 +204,18 @@ static int set_STR(ls_options *o, const char *name, const char *v)
 LS_OPTION_TABLE(SETTER)
 #undef SETTER
 
-static int set_report(ls_options *o, const char *v) { return set_STR(o, "report", v); }
-static int set_suppressions(ls_options *o, const char *v) { return set_STR(o, "suppressions", v); }
-static int set_dump_dir(ls_options *o, const char *v) { return set_STR(o, "dump_dir", v); }
+static int set_report(ls_options *o, const char *v)
+{
+    return set_STR(o, "report", v);
+}
+static int set_suppressions(ls_options *o, const char *v)
+{
+    return set_STR(o, "suppressions", v);
+}
+static int set_dump_dir(ls_options *o, const char *v)
+{
+    return set_STR(o, "dump_dir", v);
+}
 static int set_format(ls_options *o, const char *v)
 {
     static const char *names[] = {"text", "json", "both"};
@@ -224,14 +234,23 @@ static int set_exitcode(ls_options *o, const char *v)
     long x;
     return parse_long(v, 0, 255, &x) ? -1 : (o->exitcode = (int)x, 0);
 }
-static int set_threshold(ls_options *o, const char *v) { return parse_double(v, &o->threshold); }
+static int set_threshold(ls_options *o, const char *v)
+{
+    return parse_double(v, &o->threshold);
+}
 static int set_frames(ls_options *o, const char *v)
 {
     long x;
     return parse_long(v, 1, LS_MAX_FRAMES, &x) ? -1 : (o->frames = (int)x, 0);
 }
-static int set_ports(ls_options *o, const char *v) { return parse_ports(o, v); }
-static int set_paths(ls_options *o, const char *v) { return parse_paths(o, v); }
+static int set_ports(ls_options *o, const char *v)
+{
+    return parse_ports(o, v);
+}
+static int set_paths(ls_options *o, const char *v)
+{
+    return parse_paths(o, v);
+}
 static int set_track(ls_options *o, const char *v)
 {
     if (!strcmp(v, "db"))
@@ -240,7 +259,10 @@ static int set_track(ls_options *o, const char *v)
         return o->track = LS_TRACK_ALL, 0;
     return -1;
 }
-static int set_interval(ls_options *o, const char *v) { return parse_double(v, &o->interval); }
+static int set_interval(ls_options *o, const char *v)
+{
+    return parse_double(v, &o->interval);
+}
 static int set_verbosity(ls_options *o, const char *v)
 {
     long x;

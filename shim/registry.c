@@ -230,11 +230,11 @@ static const struct {
     int lo, hi;
     const char *name;
 } port_names[] = {
-    {5432, 5432, "PostgreSQL"}, {6432, 6432, "PgBouncer"},    {3306, 3306, "MySQL"},
-    {33060, 33060, "MySQL X"},  {6379, 6379, "Redis"},        {26379, 26379, "Redis Sentinel"},
-    {27017, 27019, "MongoDB"},  {1433, 1433, "SQL Server"},   {1521, 1521, "Oracle"},
-    {9042, 9042, "Cassandra"},  {11211, 11211, "memcached"}, {26257, 26257, "CockroachDB"},
-    {7687, 7687, "Neo4j"},      {5984, 5984, "CouchDB"},      {8529, 8529, "ArangoDB"},
+    {5432, 5432, "PostgreSQL"},  {6432, 6432, "PgBouncer"},   {3306, 3306, "MySQL"},
+    {33060, 33060, "MySQL X"},   {6379, 6379, "Redis"},       {26379, 26379, "Redis Sentinel"},
+    {27017, 27019, "MongoDB"},   {1433, 1433, "SQL Server"},  {1521, 1521, "Oracle"},
+    {9042, 9042, "Cassandra"},   {11211, 11211, "memcached"}, {26257, 26257, "CockroachDB"},
+    {7687, 7687, "Neo4j"},       {5984, 5984, "CouchDB"},     {8529, 8529, "ArangoDB"},
     {28015, 28015, "RethinkDB"},
 };
 
@@ -272,7 +272,7 @@ const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len
 }
 
 static const char *const driver_names[LS_DRV_COUNT] = {
-    [LS_DRV_NONE] = "socket",     [LS_DRV_LIBPQ] = "libpq",       [LS_DRV_HIREDIS] = "hiredis",
+    [LS_DRV_NONE] = "socket",      [LS_DRV_LIBPQ] = "libpq",       [LS_DRV_HIREDIS] = "hiredis",
     [LS_DRV_MONGOC] = "libmongoc", [LS_DRV_MYSQL] = "mariadb",     [LS_DRV_PYMONGO] = "pymongo",
     [LS_DRV_REDISPY] = "redis-py", [LS_DRV_PSYCOPG2] = "psycopg2", [LS_DRV_SQLALCHEMY] = "sqlalchemy",
     [LS_DRV_PYTHON] = "python",
@@ -342,7 +342,7 @@ static void attach_locked(conn *c, uintptr_t h)
         }
     }
     c->handle = h;
-    c->pool = e->pool;
+    c->pool = e->kind == LS_HK_POOL ? h : e->pool; /* a pool's own (monitor) socket */
     if (c->driver == LS_DRV_NONE)
         c->driver = e->driver;
     e->open_socks++;
@@ -432,7 +432,8 @@ void ls_on_close_range(unsigned lo, unsigned hi)
 {
     pthread_mutex_lock(&reg_lock);
     conn *c, *tmp;
-    HASH_ITER(hh, conns, c, tmp) {
+    HASH_ITER(hh, conns, c, tmp)
+    {
         for (int i = c->nfds - 1; i >= 0 && i < c->nfds; i--) {
             unsigned fd = (unsigned)c->fds[i];
             if (fd >= lo && fd <= hi) {
@@ -472,8 +473,7 @@ void ls_on_fork_child(void)
 
 /* ------------------------------------------------------------------ handles and pools */
 
-static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack,
-                             ls_stack_id pystack);
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack);
 
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
@@ -483,8 +483,7 @@ void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
     handle_open_with(driver, kind, h, pool, ls_stack_capture(), pystack);
 }
 
-static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack,
-                             ls_stack_id pystack)
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack)
 {
     handle *e = calloc(1, sizeof *e);
     if (!e)
@@ -533,7 +532,8 @@ void ls_handle_close(uintptr_t h)
         e->checked_out = 0;
         if (e->kind == LS_HK_POOL) { /* the pool frees its idle clients */
             handle *c, *tmp;
-            HASH_ITER(hh, handles, c, tmp) if (c->pool == h && !c->checked_out && c != e) {
+            HASH_ITER(hh, handles, c, tmp) if (c->pool == h && !c->checked_out && c != e)
+            {
                 c->freed = 1;
                 handle_maybe_drop(c);
             }
@@ -683,21 +683,22 @@ int ls_registry_snapshot(ls_snapshot *s, int kernel_check)
     pthread_mutex_lock(&reg_lock);
     conn *c, *tmp;
     if (kernel_check) {
-    /* The kernel is the truth: an fd that no longer holds the socket we recorded died behind our
-     * back (syscall close, fclose of an fdopen'ed FILE we missed, exec...). */
-    HASH_ITER(hh, conns, c, tmp) {
-        for (int i = c->nfds - 1; i >= 0; i--) {
-            struct stat st;
-            int fd = c->fds[i];
-            if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != c->ino) {
-                int last = c->nfds == 1;
-                closed_behind++;
-                unmap_fd(fd);
-                if (last)
-                    break;
+        /* The kernel is the truth: an fd that no longer holds the socket we recorded died behind our
+         * back (syscall close, fclose of an fdopen'ed FILE we missed, exec...). */
+        HASH_ITER(hh, conns, c, tmp)
+        {
+            for (int i = c->nfds - 1; i >= 0; i--) {
+                struct stat st;
+                int fd = c->fds[i];
+                if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != c->ino) {
+                    int last = c->nfds == 1;
+                    closed_behind++;
+                    unmap_fd(fd);
+                    if (last)
+                        break;
+                }
             }
         }
-    }
     }
     size_t nc = HASH_COUNT(conns), nh = HASH_COUNT(handles);
     s->conns = calloc(nc ? nc : 1, sizeof *s->conns);
@@ -707,7 +708,8 @@ int ls_registry_snapshot(ls_snapshot *s, int kernel_check)
         ls_registry_snapshot_free(s);
         return -1;
     }
-    HASH_ITER(hh, conns, c, tmp) {
+    HASH_ITER(hh, conns, c, tmp)
+    {
         ls_conn_view *v = &s->conns[s->nconns++];
         handle *h = c->handle ? handle_get(c->handle) : NULL;
         v->nfds = c->nfds < 8 ? c->nfds : 8;
@@ -734,7 +736,8 @@ int ls_registry_snapshot(ls_snapshot *s, int kernel_check)
         v->pystack = c->pystack;
     }
     handle *h, *htmp;
-    HASH_ITER(hh, handles, h, htmp) {
+    HASH_ITER(hh, handles, h, htmp)
+    {
         ls_handle_view *v = &s->handles[s->nhandles++];
         v->handle = h->key;
         v->driver = h->driver;

@@ -28,7 +28,8 @@ enum cat {
     C_NCAT
 };
 static const char *const cat_names[C_NCAT] = {
-    "leak", "handle-leak", "orphaned-socket", "closed-under-handle", "checkout-leak", "pool-unclosed", "background", "live",
+    "leak",          "handle-leak",   "orphaned-socket", "closed-under-handle",
+    "checkout-leak", "pool-unclosed", "background",      "live",
 };
 static int cat_counts_as_leak(int c)
 {
@@ -115,8 +116,8 @@ int ls_suppressions_load(const char *path)
         if (!strncmp(s, "leak:", 5))
             s += 5;
         else if (strchr(s, ':') && strncmp(s, "leak:", 5)) {
-            ls_warn("suppressions file '%s' line %d: unknown type in '%s' (use leak:PATTERN); ignored", path,
-                    lineno, s);
+            ls_warn("suppressions file '%s' line %d: unknown type in '%s' (use leak:PATTERN); ignored", path, lineno,
+                    s);
             continue;
         }
         ls_suppressions_add(s);
@@ -355,7 +356,7 @@ static int handle_category(const ls_snapshot *s, const ls_handle_view *h)
     if (h->closed_socks > 0)
         return C_CLOSED_UNDER;
     if (h->moved_socks > 0)
-        return -1; /* its socket is reported under the handle that took it over */
+        return -1;        /* its socket is reported under the handle that took it over */
     return C_HANDLE_LEAK; /* never connected, still never freed */
 }
 
@@ -367,7 +368,11 @@ static size_t make_items(const ls_snapshot *s, int kind, double now, item *it)
         const ls_conn_view *c = &s->conns[i];
         if (c->inherited && kind == 0)
             continue; /* the parent owns it and reports it */
-        item x = {.stack = c->stack, .pystack = c->pystack, .driver = c->driver, .conn = c, .nsocks = 1,
+        item x = {.stack = c->stack,
+                  .pystack = c->pystack,
+                  .driver = c->driver,
+                  .conn = c,
+                  .nsocks = 1,
                   .age = now - c->created};
         const ls_handle_view *h = find_handle(s, c->handle);
         if (kind == 1) {
@@ -376,8 +381,7 @@ static size_t make_items(const ls_snapshot *s, int kind, double now, item *it)
                 x.stack = h->stack;
                 x.pystack = h->pystack;
             }
-        }
-        else if (c->background)
+        } else if (c->background)
             x.cat = C_BACKGROUND;
         else if (!c->handle)
             x.cat = C_LEAK;
@@ -394,8 +398,13 @@ static size_t make_items(const ls_snapshot *s, int kind, double now, item *it)
         int cat = handle_category(s, h);
         if (cat < 0)
             continue;
-        item x = {.cat = cat, .stack = h->stack, .pystack = h->pystack, .driver = h->driver, .handle = h,
-                  .nsocks = h->open_socks, .age = now - h->created};
+        item x = {.cat = cat,
+                  .stack = h->stack,
+                  .pystack = h->pystack,
+                  .driver = h->driver,
+                  .handle = h,
+                  .nsocks = h->open_socks,
+                  .age = now - h->created};
         if (cat == C_CHECKOUT) {
             x.stack = h->co_stack;
             x.pystack = h->co_pystack;
@@ -413,8 +422,8 @@ static size_t make_groups(item *it, size_t n, group *g)
     for (size_t i = 0; i < n; i++) {
         if (!ng || g[ng - 1].cat != it[i].cat || g[ng - 1].pystack != it[i].pystack ||
             (!it[i].pystack && g[ng - 1].stack != it[i].stack) || g[ng - 1].driver != it[i].driver) {
-            g[ng] = (group){.cat = it[i].cat, .stack = it[i].stack, .pystack = it[i].pystack,
-                            .driver = it[i].driver, .first = i};
+            g[ng] = (group){
+                .cat = it[i].cat, .stack = it[i].stack, .pystack = it[i].pystack, .driver = it[i].driver, .first = i};
             ng++;
         }
         group *cur = &g[ng - 1];
@@ -454,8 +463,8 @@ static void group_title(ls_buf *b, const ls_snapshot *s, const item *it, const g
     int n = g->count;
     switch (g->cat) {
     case C_LEAK:
-        ls_buf_printf(b, "%d %s %s%s%s (%s) leaked, created at:\n", n, svc, plural(n, "connection", "connections"),
-                      to, peer, drv);
+        ls_buf_printf(b, "%d %s %s%s%s (%s) leaked, created at:\n", n, svc, plural(n, "connection", "connections"), to,
+                      peer, drv);
         break;
     case C_HANDLE_LEAK:
         ls_buf_printf(b, "%d %s %s (%s) never freed, holding %d open %s %s%s%s; created at:\n", n, drv,
@@ -482,8 +491,8 @@ static void group_title(ls_buf *b, const ls_snapshot *s, const item *it, const g
                 if (s->handles[j].pool == it[i].handle->handle && s->handles[j].kind == LS_HK_CLIENT &&
                     !s->handles[j].freed)
                     idle++;
-        ls_buf_printf(b, "%d %s %s not closed at shutdown (%d %s), created at:\n", n, drv,
-                      plural(n, "pool", "pools"), idle, plural(idle, "client", "clients"));
+        ls_buf_printf(b, "%d %s %s not closed at shutdown (%d %s), created at:\n", n, drv, plural(n, "pool", "pools"),
+                      idle, plural(idle, "client", "clients"));
         break;
     }
     case C_BACKGROUND:
@@ -644,8 +653,8 @@ static void json_timeline(ls_buf *b)
     size_t start = (tl_next + TL_MAX - tl_count) % TL_MAX;
     for (size_t i = 0; i < tl_count; i++) {
         size_t k = (start + i) % TL_MAX;
-        ls_buf_printf(b, "%s{\"t\":%.3f,\"live\":%d,\"checked_out\":%d}", i ? "," : "", timeline[k].t,
-                      timeline[k].live, timeline[k].checked_out);
+        ls_buf_printf(b, "%s{\"t\":%.3f,\"live\":%d,\"checked_out\":%d}", i ? "," : "", timeline[k].t, timeline[k].live,
+                      timeline[k].checked_out);
     }
     pthread_mutex_unlock(&tl_lock);
     ls_buf_puts(b, "]");
@@ -698,8 +707,8 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
             ls_buf_printf(text, "==%d==ERROR: leakshim: detected leaked database connections\n\n", pid);
         } else if (kind == 1) {
             ls_buf_puts(text, "=================================================================\n");
-            ls_buf_printf(text, "==%d==leakshim: snapshot: %d live database %s, %d checked out of pools\n\n", pid,
-                          live, plural(live, "socket", "sockets"), checked_out);
+            ls_buf_printf(text, "==%d==leakshim: snapshot: %d live database %s, %d checked out of pools\n\n", pid, live,
+                          plural(live, "socket", "sockets"), checked_out);
         }
         if (kind == 1) {
             /* Suspects first: long checkouts, long idle sockets, stacks creating many clients. */
@@ -733,8 +742,9 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
                     continue;
                 if (!ns++)
                     ls_buf_puts(text, "Suspects:\n");
-                ls_buf_printf(text, "  %llu database connections or clients created from one stack (%d live): "
-                                    "a client or pool per request?\n    ",
+                ls_buf_printf(text,
+                              "  %llu database connections or clients created from one stack (%d live): "
+                              "a client or pool per request?\n    ",
                               (unsigned long long)ch[i].created, ch[i].live);
                 short_stack(text, ls_stack_get(ch[i].id) && ls_stack_get(ch[i].id)->is_py ? ch[i].id : 0,
                             ls_stack_get(ch[i].id) && !ls_stack_get(ch[i].id)->is_py ? ch[i].id : 0);
@@ -758,9 +768,10 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
                     if (!best)
                         break;
                     last = best->checkout_time;
-                    ls_buf_printf(text, "  %.1fs  %s %s %#lx from pool %#lx, checked out at:\n", now - best->checkout_time,
-                                  ls_driver_name(best->driver), handle_type(best->driver, best->kind),
-                                  (unsigned long)best->handle, (unsigned long)best->pool);
+                    ls_buf_printf(text, "  %.1fs  %s %s %#lx from pool %#lx, checked out at:\n",
+                                  now - best->checkout_time, ls_driver_name(best->driver),
+                                  handle_type(best->driver, best->kind), (unsigned long)best->handle,
+                                  (unsigned long)best->pool);
                     text_stack(text, best->co_pystack, best->co_stack, "    ");
                     done++;
                 }
@@ -775,7 +786,8 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
                     if (s.handles[j].pool == p->handle && s.handles[j].kind == LS_HK_CLIENT && !s.handles[j].freed)
                         clients++, co += s.handles[j].checked_out;
                 ls_buf_printf(text, "Pool %#lx (%s): %d %s, %d checked out, %d idle\n", (unsigned long)p->handle,
-                              ls_driver_name(p->driver), clients, plural(clients, "client", "clients"), co, clients - co);
+                              ls_driver_name(p->driver), clients, plural(clients, "client", "clients"), co,
+                              clients - co);
             }
         }
         for (size_t i = 0; i < ng; i++) {
@@ -853,8 +865,9 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
             rows[i] = rows[best];
             rows[best] = t;
             if (!i)
-                ls_buf_printf(text, "%sDatabase connections and clients created per stack (whole run):\n",
-                              quiet || kind == 1 ? "" : "-----------------------------------------------------------------\n");
+                ls_buf_printf(
+                    text, "%sDatabase connections and clients created per stack (whole run):\n",
+                    quiet || kind == 1 ? "" : "-----------------------------------------------------------------\n");
             ls_buf_printf(text, "  %6llu created, %4d live: %s\n", (unsigned long long)rows[i].created, rows[i].live,
                           rows[i].where.data ? rows[i].where.data : "");
         }
@@ -864,7 +877,8 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
         if (kind == 0) {
             if (leaks)
                 ls_buf_printf(text, "\nSUMMARY: leakshim: %d leaked database %s in %d %s", leaks,
-                              plural(leaks, "connection", "connections"), leak_groups, plural(leak_groups, "group", "groups"));
+                              plural(leaks, "connection", "connections"), leak_groups,
+                              plural(leak_groups, "group", "groups"));
             else
                 ls_buf_printf(text, "leakshim: 0 leaked database connections");
             if (suppressed)
@@ -892,8 +906,11 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
             fmt_addr(&c->peer, c->peerlen, peer, sizeof peer);
             fmt_local(c->fd, local, sizeof local);
             const ls_handle_view *h = find_handle(&s, c->handle);
-            const char *cat = c->background ? "background" : c->inherited ? "inherited" : !c->handle ? "leak"
-                            : (!h || h->freed) ? "orphaned-socket" : "owned";
+            const char *cat = c->background      ? "background"
+                              : c->inherited     ? "inherited"
+                              : !c->handle       ? "leak"
+                              : (!h || h->freed) ? "orphaned-socket"
+                                                 : "owned";
             /* printf-free: this loop runs once per live socket (100k in a big dump) */
             ls_buf_puts(json, i ? ",{\"fd\":" : "{\"fd\":");
             ls_buf_fixed(json, c->fd, 0);
@@ -964,9 +981,10 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
                 ls_buf_printf(json, "\"%#lx\"", (unsigned long)h->pool);
             else
                 ls_buf_puts(json, "null");
-            ls_buf_printf(json, ",\"freed\":%s,\"inherited\":%s,\"open_sockets\":%d,\"sockets_ever\":%d,"
-                                "\"closed_sockets\":%d,\"category\":\"%s\",\"created\":%.6f,\"age\":%.3f,"
-                                "\"checked_out\":%s,\"checkout_age\":",
+            ls_buf_printf(json,
+                          ",\"freed\":%s,\"inherited\":%s,\"open_sockets\":%d,\"sockets_ever\":%d,"
+                          "\"closed_sockets\":%d,\"category\":\"%s\",\"created\":%.6f,\"age\":%.3f,"
+                          "\"checked_out\":%s,\"checkout_age\":",
                           h->freed ? "true" : "false", h->inherited ? "true" : "false", h->open_socks, h->socks_ever,
                           h->closed_socks, cat, h->created, now - h->created, h->checked_out ? "true" : "false");
             if (h->checked_out)
@@ -990,8 +1008,9 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
             group_title(&title, &s, it, &g[i]);
             if (title.len && title.data[title.len - 1] == '\n')
                 title.data[--title.len] = 0;
-            ls_buf_printf(json, "%s{\"category\":\"%s\",\"leak\":%s,\"suppressed\":%s,\"count\":%d,\"sockets\":%d,"
-                                "\"driver\":\"%s\",\"title\":",
+            ls_buf_printf(json,
+                          "%s{\"category\":\"%s\",\"leak\":%s,\"suppressed\":%s,\"count\":%d,\"sockets\":%d,"
+                          "\"driver\":\"%s\",\"title\":",
                           i ? "," : "", cat_names[g[i].cat], cat_counts_as_leak(g[i].cat) ? "true" : "false",
                           g[i].suppressed ? "true" : "false", g[i].count, g[i].nsocks, ls_driver_name(g[i].driver));
             ls_buf_json_str(json, title.data ? title.data : "");
@@ -1019,8 +1038,9 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
         ls_buf_puts(json, "]");
         json_stacks(json, &ids);
         json_timeline(json);
-        ls_buf_printf(json, ",\"summary\":{\"leaks\":%d,\"groups\":%d,\"suppressed\":%d,\"live\":%d,"
-                            "\"checked_out\":%d,\"closed_behind_our_back\":%llu}}\n",
+        ls_buf_printf(json,
+                      ",\"summary\":{\"leaks\":%d,\"groups\":%d,\"suppressed\":%d,\"live\":%d,"
+                      "\"checked_out\":%d,\"closed_behind_our_back\":%llu}}\n",
                       leaks, leak_groups, suppressed, live, checked_out, (unsigned long long)s.closed_behind);
         free(ids.ids);
     }
@@ -1158,12 +1178,16 @@ void ls_report_check_thresholds(void)
         if (!ls_checkout_mark_warned(h->handle, h->checkout_time))
             continue;
         ls_buf b = {0};
-        ls_buf_printf(&b, "leakshim: WARNING: %s %s %#lx checked out of pool %#lx for %.1fs (threshold %gs), "
-                          "possible leak; checked out at:\n",
+        ls_buf_printf(&b,
+                      "leakshim: WARNING: %s %s %#lx checked out of pool %#lx for %.1fs (threshold %gs), "
+                      "possible leak; checked out at:\n",
                       ls_driver_name(h->driver), handle_type(h->driver, h->kind), (unsigned long)h->handle,
                       (unsigned long)h->pool, now - h->checkout_time, ls_opt.threshold);
         text_stack(&b, h->co_pystack, h->co_stack, "    ");
-        emit(&b, "");
+        if (ls_opt.format == LS_FMT_JSON) /* a text line would corrupt a JSON-only report file */
+            ls_write_all(2, b.data, b.len);
+        else
+            emit(&b, "");
         ls_buf_free(&b);
     }
     ls_registry_snapshot_free(&s);

@@ -21,7 +21,7 @@ int ls_hash_oom;
 ls_stack_id (*ls_pystack_hook)(void);
 
 typedef struct stack_ent {
-    uint32_t hash;      /* key */
+    uint32_t hash; /* key */
     ls_stack s;
     struct stack_ent *next; /* same hash, different frames */
     UT_hash_handle hh;
@@ -224,7 +224,7 @@ typedef struct module {
     char path[LS_PATH_LEN]; /* key */
     void *map;
     size_t size;
-    const ElfW(Sym) *syms;
+    const ElfW(Sym) * syms;
     size_t nsyms;
     const char *strtab;
     char build_id[41];

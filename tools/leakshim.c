@@ -118,7 +118,8 @@ static int cmd_run(int argc, char **argv)
     }
     char shim[PATH_MAX];
     if (find_shim(shim, sizeof shim) != 0) {
-        fprintf(stderr, "leakshim run: cannot find libleakshim.so (looked beside this tool and in %s; set LEAKSHIM_LIB)\n",
+        fprintf(stderr,
+                "leakshim run: cannot find libleakshim.so (looked beside this tool and in %s; set LEAKSHIM_LIB)\n",
                 LEAKSHIM_LIBDIR);
         return 2;
     }
@@ -229,8 +230,10 @@ static int cmd_dump(int argc, char **argv)
         return 1;
     }
     if (!shimmed) {
-        fprintf(stderr, "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded); "
-                        "no signal sent\n", pid);
+        fprintf(stderr,
+                "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded); "
+                "no signal sent\n",
+                pid);
         return 1;
     }
     /* Where and how that process dumps: its own LEAKSHIM_OPTIONS and TMPDIR. */

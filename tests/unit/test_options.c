@@ -147,8 +147,8 @@ static void help_lists_every_key(void **state)
     (void)state;
     ls_buf b = {0};
     ls_options_help(&b, 1);
-    const char *keys[] = {"report", "format", "signal", "exitcode", "threshold", "frames", "ports",
-                          "paths", "track", "suppressions", "interval", "verbosity", "top", "dump_dir", "help"};
+    const char *keys[] = {"report", "format",       "signal",   "exitcode",  "threshold", "frames",   "ports", "paths",
+                          "track",  "suppressions", "interval", "verbosity", "top",       "dump_dir", "help"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char want[64];
         snprintf(want, sizeof want, "| `%s` |", keys[i]);
@@ -160,8 +160,12 @@ static void help_lists_every_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(defaults),         cmocka_unit_test(good_values),  cmocka_unit_test(ports_add_and_replace),
-        cmocka_unit_test(bad_input_one_line_each), cmocka_unit_test(signal_names), cmocka_unit_test(help_lists_every_key),
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(good_values),
+        cmocka_unit_test(ports_add_and_replace),
+        cmocka_unit_test(bad_input_one_line_each),
+        cmocka_unit_test(signal_names),
+        cmocka_unit_test(help_lists_every_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

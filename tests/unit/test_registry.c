@@ -276,10 +276,14 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(classification),       cmocka_unit_test(tracks_only_database_sockets),
-        cmocka_unit_test(dup_keeps_the_socket_live), cmocka_unit_test(dup2_over_a_tracked_fd),
-        cmocka_unit_test(died_behind_our_back),  cmocka_unit_test(close_range_forgets),
-        cmocka_unit_test(handles_adopt_and_orphan), cmocka_unit_test(pool_checkout_and_checkin),
+        cmocka_unit_test(classification),
+        cmocka_unit_test(tracks_only_database_sockets),
+        cmocka_unit_test(dup_keeps_the_socket_live),
+        cmocka_unit_test(dup2_over_a_tracked_fd),
+        cmocka_unit_test(died_behind_our_back),
+        cmocka_unit_test(close_range_forgets),
+        cmocka_unit_test(handles_adopt_and_orphan),
+        cmocka_unit_test(pool_checkout_and_checkin),
         cmocka_unit_test(many_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -118,8 +118,10 @@ static void capture_is_stable_per_call_site(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(identical_stacks_share_one_record), cmocka_unit_test(many_stacks_stay_distinct),
-        cmocka_unit_test(counts_creations), cmocka_unit_test(python_stacks),
+        cmocka_unit_test(identical_stacks_share_one_record),
+        cmocka_unit_test(many_stacks_stay_distinct),
+        cmocka_unit_test(counts_creations),
+        cmocka_unit_test(python_stacks),
         cmocka_unit_test(capture_is_stable_per_call_site),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
