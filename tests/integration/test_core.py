@@ -333,3 +333,37 @@ def test_stress_threads_dumps_and_forks(tmp_path, redis_server):
     assert sorted(s["fd"] for s in js["sockets"]) == kernel
     assert js["summary"]["leaks"] == len(kernel)
     assert dumps > 0 and len(docs) > 1
+
+
+def test_forked_child_has_its_own_dump_trigger(tmp_path, redis_server):
+    """After fork the child gets its own reporter thread: `leakshim dump CHILD` shows the child's
+    sockets (and the parent's, inherited), and dumping the parent still works."""
+    code = (
+        "import os, socket, sys\n"
+        "def db():\n"
+        "    s = socket.create_connection(('127.0.0.1', %d)); s.sendall(b'PING\\r\\n'); s.recv(16); return s\n"
+        "keep = [db()]\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    keep += [db(), db()]\n"
+        "    print('child', os.getpid(), flush=True)\n"
+        "    sys.stdin.readline(); os._exit(0)\n"
+        "print('parent', os.getpid(), flush=True)\n"
+        "os.waitpid(pid, 0)\n" % redis_server.port)
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=shim_env(f"ports=+{redis_server.port}:report=/dev/null:dump_dir={tmp_path}"))
+    try:
+        pids = dict(proc.stdout.readline().split() for _ in range(2))
+        child, parent = int(pids["child"]), int(pids["parent"])
+        c = subprocess.run([str(TOOL), "dump", "--json", str(child)], capture_output=True, text=True, timeout=30)
+        assert c.returncode == 0, c.stderr
+        cj = json.loads(c.stdout)
+        assert cj["pid"] == child and cj["summary"]["live"] == 2  # its own two
+        assert sum(1 for s in cj["sockets"] if s["inherited"]) == 1  # and the parent's one, inherited
+        p = subprocess.run([str(TOOL), "dump", "--json", str(parent)], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and json.loads(p.stdout)["summary"]["live"] == 1
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
