@@ -93,6 +93,7 @@ extern ls_options ls_opt;
 void ls_options_defaults(ls_options *o);
 /* Parses a LEAKSHIM_OPTIONS string into o (which should hold defaults). Each problem is reported
  * through err(msg) as one line; the key keeps its default. Returns the number of problems. */
+/* err may be NULL (problems are then only counted). */
 int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, void *arg), void *arg);
 /* Writes the options table: as plain text (help=1) or as a Markdown table (README). */
 void ls_options_help(ls_buf *b, int markdown);

@@ -301,6 +301,12 @@ static void valid_keys(char *out, size_t cap)
         n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", opt_table[i].name);
 }
 
+static void report_err(void (*err)(const char *, void *), const char *msg, void *arg)
+{
+    if (err)
+        err(msg, arg);
+}
+
 int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, void *arg), void *arg)
 {
     int problems = 0;
@@ -313,7 +319,7 @@ int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, 
         char item[LS_PATH_LEN + 64];
         if (len >= sizeof item) {
             snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: option '%.40s...' is too long; ignored", s);
-            err(msg, arg);
+            report_err(err, msg, arg);
             problems++;
         } else if (len > 0) {
             memcpy(item, s, len);
@@ -322,7 +328,7 @@ int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, 
             if (!eq) {
                 snprintf(msg, sizeof msg,
                          "LEAKSHIM_OPTIONS: malformed option '%s' (expected key=value, separated by ':')", item);
-                err(msg, arg);
+                report_err(err, msg, arg);
                 problems++;
             } else {
                 *eq = 0;
@@ -334,13 +340,13 @@ int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, 
                 if (i == NOPTS) {
                     valid_keys(keys, sizeof keys);
                     snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: unknown option '%s' (valid: %s)", key, keys);
-                    err(msg, arg);
+                    report_err(err, msg, arg);
                     problems++;
                 } else if (opt_setters[i](o, val) < 0) {
                     snprintf(msg, sizeof msg,
                              "LEAKSHIM_OPTIONS: bad value '%s' for option '%s' (valid: %s); using the default '%s'",
                              val, key, opt_table[i].valid, opt_table[i].def);
-                    err(msg, arg);
+                    report_err(err, msg, arg);
                     problems++;
                     /* the key keeps its default, even if an earlier item had set it */
                     opt_setters[i](o, opt_table[i].def);

@@ -15,12 +15,7 @@ static int lfd, port;
 static int setup(void **state)
 {
     (void)state;
-    ls_options_defaults(&ls_opt);
-    ls_registry_init();
-    port = unit_listen(&lfd);
-    char opt[64];
-    snprintf(opt, sizeof opt, "ports=+%d", port);
-    ls_options_parse(&ls_opt, opt, NULL, NULL);
+    port = unit_setup(&lfd);
     return 0;
 }
 

@@ -12,6 +12,8 @@
 
 /* A listening TCP socket on 127.0.0.1 and an ephemeral port; returns the port. */
 int unit_listen(int *lfd);
+/* Default options, the registry, and a listener whose port counts as a database's. */
+int unit_setup(int *lfd);
 /* socket + connect to 127.0.0.1:port, reported to the registry as the hook would. */
 int unit_connect(int port);
 /* close as the hook does it: forget first, then the real close. */

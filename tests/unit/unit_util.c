@@ -54,3 +54,14 @@ void unit_close(int fd)
     ls_on_close(fd);
     close(fd);
 }
+
+int unit_setup(int *lfd)
+{
+    ls_options_defaults(&ls_opt);
+    ls_registry_init();
+    int port = unit_listen(lfd);
+    char opt[64];
+    snprintf(opt, sizeof opt, "ports=+%d", port);
+    ls_options_parse(&ls_opt, opt, NULL, NULL);
+    return port;
+}
