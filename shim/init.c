@@ -2,6 +2,7 @@
 #include "leakshim.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -21,9 +22,47 @@ static int dump_requested; /* set in the signal handler, taken with an atomic ex
 static int reporter_running;
 pid_t ls_reporter_tid; /* `leakshim dump` signals this thread directly */
 
+/* Collected by dl_iterate_phdr first and dlopen'ed after: no loader call from inside its callback. */
+struct loaded_objs {
+    int n;
+    const char *names[256]; /* the loader's own strings: valid while the object stays loaded */
+};
+
+static int collect_obj(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct loaded_objs *o = arg;
+    if (info->dlpi_name && info->dlpi_name[0] && o->n < 256)
+        o->names[o->n++] = info->dlpi_name;
+    return 0;
+}
+
+/* The one place real functions are resolved. RTLD_NEXT finds libc and any driver in the global
+ * scope. A driver pulled in by an object dlopen'ed RTLD_LOCAL (psycopg2's _psycopg.so, a plugin)
+ * is invisible to RTLD_NEXT although that object's calls do reach our hooks: then look the name up
+ * in each loaded object's own scope, skipping the shim itself (told apart by its load base, so
+ * this works before ls_init). Slow path, taken once per name: callers cache. errno untouched. */
 void *ls_real_symbol(const char *name)
 {
-    return dlsym(RTLD_NEXT, name);
+    int e = errno;
+    void *p = dlsym(RTLD_NEXT, name);
+    if (!p) {
+        Dl_info self, found;
+        struct loaded_objs objs = {0};
+        int have_self = dladdr((void *)ls_real_symbol, &self) != 0;
+        dl_iterate_phdr(collect_obj, &objs);
+        for (int i = 0; i < objs.n && !p; i++) {
+            void *h = dlopen(objs.names[i], RTLD_LAZY | RTLD_NOLOAD);
+            if (!h)
+                continue;
+            void *s = dlsym(h, name);
+            if (s && !(have_self && dladdr(s, &found) && found.dli_fbase == self.dli_fbase))
+                p = s;
+            dlclose(h);
+        }
+    }
+    errno = e;
+    return p;
 }
 
 void ls_missing_symbol(const char *name)

@@ -31,7 +31,9 @@
 extern LS_TLS int ls_in_shim;
 
 /* ---------------------------------------------------------------- real functions
- * One place resolves symbols (libfiu's libc_symbol()). Returns NULL when absent; never asserts. */
+ * One place resolves symbols (libfiu's libc_symbol()): RTLD_NEXT, then (for drivers loaded
+ * RTLD_LOCAL by a plugin) each loaded object but the shim. Returns NULL when absent, never
+ * asserts, leaves errno alone. */
 void *ls_real_symbol(const char *name);
 /* Required symbol missing: one raw-written line naming it (once per name). */
 void ls_missing_symbol(const char *name);
