@@ -524,23 +524,44 @@ static size_t make_churn(const ls_snapshot *s, churn **out)
 {
     size_t total = ls_stack_total(), n = 0;
     churn *c = calloc(total + 1, sizeof *c);
+    int *live = calloc(total + 1, sizeof *live); /* by stack id: one pass over the snapshot */
     *out = c;
-    if (!c)
+    if (!c || !live) {
+        free(live);
         return 0;
+    }
+#define LIVE_AT(id)                                                                                                    \
+    do {                                                                                                               \
+        if ((id) && (id) <= total)                                                                                     \
+            live[(id)]++;                                                                                              \
+    } while (0)
+    for (size_t i = 0; i < s->nconns; i++) {
+        const ls_conn_view *v = &s->conns[i];
+        const ls_handle_view *h = find_handle(s, v->handle);
+        if (h && !h->freed)
+            continue; /* a socket with a live handle counts as its handle */
+        LIVE_AT(v->stack);
+        if (v->pystack != v->stack)
+            LIVE_AT(v->pystack);
+    }
+    for (size_t i = 0; i < s->nhandles; i++) {
+        if (s->handles[i].freed)
+            continue;
+        LIVE_AT(s->handles[i].stack);
+        if (s->handles[i].pystack != s->handles[i].stack)
+            LIVE_AT(s->handles[i].pystack);
+    }
+#undef LIVE_AT
     for (ls_stack_id id = 1; id <= total; id++) {
         const ls_stack *st = ls_stack_get(id);
         if (!st || !st->created)
             continue;
         c[n].id = id;
         c[n].created = st->created;
-        for (size_t i = 0; i < s->nconns; i++) /* a socket with a live handle counts as its handle */
-            c[n].live += (s->conns[i].stack == id || s->conns[i].pystack == id) &&
-                         (!s->conns[i].handle || !find_handle(s, s->conns[i].handle) ||
-                          find_handle(s, s->conns[i].handle)->freed);
-        for (size_t i = 0; i < s->nhandles; i++)
-            c[n].live += !s->handles[i].freed && (s->handles[i].stack == id || s->handles[i].pystack == id);
+        c[n].live = live[id];
         n++;
     }
+    free(live);
     qsort(c, n, sizeof *c, cmp_churn);
     return n;
 }
