@@ -27,9 +27,10 @@ CFLAGS  ?=
 CFLAGS  += $(CSTD) $(WARN) $(OPT)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-# The core is everything in shim/ that is not a hook; hooks are shim/hook_*.c (one per family).
-CORE_SRC := shim/options.c shim/rawio.c shim/stack.c shim/registry.c shim/report.c
+# The core is every shim/*.c that is not a hook or the bootstrap; hooks are shim/hook_*.c (one per
+# family). A new core file needs no Makefile edit.
 HOOK_SRC := $(sort $(wildcard shim/hook_*.c))
+CORE_SRC := $(sort $(filter-out shim/init.c $(HOOK_SRC),$(wildcard shim/*.c)))
 SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
 SHIM_HDR := $(wildcard shim/*.h)
 SHIM     := shim/libleakshim.so
