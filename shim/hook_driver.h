@@ -1,15 +1,21 @@
 /*
  * Shared by the driver hook files only (hook_libpq.c, hook_hiredis.c, hook_mongoc.c,
- * hook_mysql.c): resolving a driver's real entry point, and the bracket every driver hook puts
- * around the real call. Not part of the core API (leakshim.h).
+ * hook_mysql.c) and hook_dl.c: resolving a driver's real entry point, the bracket every driver
+ * hook puts around the real call, and each file's hook table. Not part of the core API
+ * (leakshim.h).
  *
- * The shim never links a driver: each hook file defines the driver's entry points with the same
- * signatures and forwards to the definition that the dynamic linker would have used without us.
+ * The shim never links a driver and never exports a driver's name (an export would make
+ * `dlsym(RTLD_DEFAULT, "PQconnectdb")` and weak references find libpq in a process that has none):
+ * each hook file defines static hooks with the entry points' signatures, lists them in a table of
+ * {driver symbol, hook}, and hook_dl.c rewrites the import slots (GOT) of every loaded object that
+ * calls those symbols, at start-up and after each dlopen. The real function is always the one
+ * dlsym finds (ls_real_symbol), never read back from a GOT.
  */
 #ifndef LS_HOOK_DRIVER_H
 #define LS_HOOK_DRIVER_H
 
 #include "leakshim.h"
+#include "ls_got.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -61,5 +67,21 @@ static inline void drv_closing(uintptr_t h)
     ls_in_shim--;
     errno = e;
 }
+
+/* One row of a hook file's table: the driver's symbol and its static hook ls_hook_<fn>. */
+#define DRV_HOOK(fn)                                                                                                   \
+    {                                                                                                                  \
+#fn, (void *)ls_hook_##fn                                                                                      \
+    }
+
+/* The tables hook_dl.c patches (one per hook file, each with its length). */
+extern const ls_got_hook ls_libpq_hooks[];
+extern const size_t ls_libpq_nhooks;
+extern const ls_got_hook ls_hiredis_hooks[];
+extern const size_t ls_hiredis_nhooks;
+extern const ls_got_hook ls_mongoc_hooks[];
+extern const size_t ls_mongoc_nhooks;
+extern const ls_got_hook ls_mysql_hooks[];
+extern const size_t ls_mysql_nhooks;
 
 #endif

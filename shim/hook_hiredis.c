@@ -97,81 +97,81 @@ static LS_TLS int redis_depth;
         return ctx;                                                                                                    \
     } while (0)
 
-LEAKSHIM_EXPORT redisContext *redisConnect(const char *ip, int port)
+static redisContext *ls_hook_redisConnect(const char *ip, int port)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnect, ip, port);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectWithTimeout(const char *ip, int port, const struct timeval tv)
+static redisContext *ls_hook_redisConnectWithTimeout(const char *ip, int port, const struct timeval tv)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectWithTimeout, ip, port, tv);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectNonBlock(const char *ip, int port)
+static redisContext *ls_hook_redisConnectNonBlock(const char *ip, int port)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectNonBlock, ip, port);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectBindNonBlock(const char *ip, int port, const char *source_addr)
+static redisContext *ls_hook_redisConnectBindNonBlock(const char *ip, int port, const char *source_addr)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectBindNonBlock, ip, port, source_addr);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectBindNonBlockWithReuse(const char *ip, int port, const char *source_addr)
+static redisContext *ls_hook_redisConnectBindNonBlockWithReuse(const char *ip, int port, const char *source_addr)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectBindNonBlockWithReuse, ip, port, source_addr);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectUnix(const char *path)
+static redisContext *ls_hook_redisConnectUnix(const char *path)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectUnix, path);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectUnixWithTimeout(const char *path, const struct timeval tv)
+static redisContext *ls_hook_redisConnectUnixWithTimeout(const char *path, const struct timeval tv)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectUnixWithTimeout, path, tv);
 }
 
-LEAKSHIM_EXPORT redisContext *redisConnectUnixNonBlock(const char *path)
+static redisContext *ls_hook_redisConnectUnixNonBlock(const char *path)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectUnixNonBlock, path);
 }
 
 #ifdef LS_HIREDIS_1
-LEAKSHIM_EXPORT redisContext *redisConnectWithOptions(const redisOptions *options)
+static redisContext *ls_hook_redisConnectWithOptions(const redisOptions *options)
 {
     REDIS_CONNECT_HOOK(redisContext, redisConnectWithOptions, options);
 }
 
-LEAKSHIM_EXPORT redisAsyncContext *redisAsyncConnectWithOptions(const redisOptions *options)
+static redisAsyncContext *ls_hook_redisAsyncConnectWithOptions(const redisOptions *options)
 {
     REDIS_CONNECT_HOOK(redisAsyncContext, redisAsyncConnectWithOptions, options);
 }
 #endif
 
-LEAKSHIM_EXPORT redisAsyncContext *redisAsyncConnect(const char *ip, int port)
+static redisAsyncContext *ls_hook_redisAsyncConnect(const char *ip, int port)
 {
     REDIS_CONNECT_HOOK(redisAsyncContext, redisAsyncConnect, ip, port);
 }
 
-LEAKSHIM_EXPORT redisAsyncContext *redisAsyncConnectBind(const char *ip, int port, const char *source_addr)
+static redisAsyncContext *ls_hook_redisAsyncConnectBind(const char *ip, int port, const char *source_addr)
 {
     REDIS_CONNECT_HOOK(redisAsyncContext, redisAsyncConnectBind, ip, port, source_addr);
 }
 
-LEAKSHIM_EXPORT redisAsyncContext *redisAsyncConnectBindWithReuse(const char *ip, int port, const char *source_addr)
+static redisAsyncContext *ls_hook_redisAsyncConnectBindWithReuse(const char *ip, int port, const char *source_addr)
 {
     REDIS_CONNECT_HOOK(redisAsyncContext, redisAsyncConnectBindWithReuse, ip, port, source_addr);
 }
 
-LEAKSHIM_EXPORT redisAsyncContext *redisAsyncConnectUnix(const char *path)
+static redisAsyncContext *ls_hook_redisAsyncConnectUnix(const char *path)
 {
     REDIS_CONNECT_HOOK(redisAsyncContext, redisAsyncConnectUnix, path);
 }
 
 /* The caller connected fd itself (perhaps to an address we do not classify): the context owns
  * it from now on, so the core tracks it as a Redis socket. */
-LEAKSHIM_EXPORT redisContext *redisConnectFd(ls_redis_fd fd)
+static redisContext *ls_hook_redisConnectFd(ls_redis_fd fd)
 {
     DRV_RESOLVE(redisConnectFd);
     if (LS_UNLIKELY(!real_redisConnectFd))
@@ -195,7 +195,7 @@ LEAKSHIM_EXPORT redisContext *redisConnectFd(ls_redis_fd fd)
 }
 
 /* Closes the context's socket and connects a new one for the same, known, context. */
-LEAKSHIM_EXPORT int redisReconnect(redisContext *c)
+static int ls_hook_redisReconnect(redisContext *c)
 {
     DRV_RESOLVE(redisReconnect);
     if (LS_UNLIKELY(!real_redisReconnect))
@@ -211,7 +211,7 @@ LEAKSHIM_EXPORT int redisReconnect(redisContext *c)
 }
 
 /* Always a real free, nested or not (see redisAsyncDisconnect above). */
-LEAKSHIM_EXPORT void redisFree(redisContext *c)
+static void ls_hook_redisFree(redisContext *c)
 {
     DRV_RESOLVE(redisFree);
     if (LS_UNLIKELY(!real_redisFree))
@@ -221,7 +221,7 @@ LEAKSHIM_EXPORT void redisFree(redisContext *c)
     real_redisFree(c);
 }
 
-LEAKSHIM_EXPORT void redisAsyncFree(redisAsyncContext *ac)
+static void ls_hook_redisAsyncFree(redisAsyncContext *ac)
 {
     DRV_RESOLVE(redisAsyncFree);
     if (LS_UNLIKELY(!real_redisAsyncFree))
@@ -233,7 +233,7 @@ LEAKSHIM_EXPORT void redisAsyncFree(redisAsyncContext *ac)
 
 /* The context is freed but its fd stays open for the caller: the socket must survive the handle
  * and be reported as orphaned if nobody closes it. */
-LEAKSHIM_EXPORT ls_redis_fd redisFreeKeepFd(redisContext *c)
+static ls_redis_fd ls_hook_redisFreeKeepFd(redisContext *c)
 {
     DRV_RESOLVE(redisFreeKeepFd);
     if (LS_UNLIKELY(!real_redisFreeKeepFd))
@@ -260,3 +260,29 @@ LEAKSHIM_EXPORT ls_redis_fd redisFreeKeepFd(redisContext *c)
     return fd;
 #endif
 }
+
+/* Patched into every loaded object's import slots by hook_dl.c. */
+const ls_got_hook ls_hiredis_hooks[] = {
+    DRV_HOOK(redisConnect),
+    DRV_HOOK(redisConnectWithTimeout),
+    DRV_HOOK(redisConnectNonBlock),
+    DRV_HOOK(redisConnectBindNonBlock),
+    DRV_HOOK(redisConnectBindNonBlockWithReuse),
+    DRV_HOOK(redisConnectUnix),
+    DRV_HOOK(redisConnectUnixWithTimeout),
+    DRV_HOOK(redisConnectUnixNonBlock),
+#ifdef LS_HIREDIS_1
+    DRV_HOOK(redisConnectWithOptions),
+    DRV_HOOK(redisAsyncConnectWithOptions),
+#endif
+    DRV_HOOK(redisAsyncConnect),
+    DRV_HOOK(redisAsyncConnectBind),
+    DRV_HOOK(redisAsyncConnectBindWithReuse),
+    DRV_HOOK(redisAsyncConnectUnix),
+    DRV_HOOK(redisConnectFd),
+    DRV_HOOK(redisReconnect),
+    DRV_HOOK(redisFree),
+    DRV_HOOK(redisAsyncFree),
+    DRV_HOOK(redisFreeKeepFd),
+};
+const size_t ls_hiredis_nhooks = sizeof ls_hiredis_hooks / sizeof ls_hiredis_hooks[0];

@@ -10,8 +10,9 @@
  *   PQfinish                                       the handle is forgotten before libpq frees it
  *
  * libpq calls its own exported entry points through the PLT (PQconnectdb -> PQconnectStart ->
- * PQconnectPoll, PQreset -> PQconnectPoll): only the outermost hooked call on a thread does the
- * bookkeeping, the nested ones go straight through.
+ * PQconnectPoll, PQreset -> PQconnectPoll), and libpq's own GOT is patched like every other
+ * object's (hook_dl.c), so the nested calls reach these hooks too: only the outermost hooked call
+ * on a thread does the bookkeeping, the nested ones go straight through.
  */
 #include "hook_driver.h"
 
@@ -70,28 +71,28 @@ static void pq_adopt_socket(PGconn *conn)
         return conn;                                                                                                   \
     } while (0)
 
-LEAKSHIM_EXPORT PGconn *PQconnectdb(const char *conninfo)
+static PGconn *ls_hook_PQconnectdb(const char *conninfo)
 {
     PQ_CONNECT_HOOK(PQconnectdb, conninfo);
 }
 
-LEAKSHIM_EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values, int expand_dbname)
+static PGconn *ls_hook_PQconnectdbParams(const char *const *keywords, const char *const *values, int expand_dbname)
 {
     PQ_CONNECT_HOOK(PQconnectdbParams, keywords, values, expand_dbname);
 }
 
-LEAKSHIM_EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *pgoptions, const char *pgtty,
-                                     const char *dbName, const char *login, const char *pwd)
+static PGconn *ls_hook_PQsetdbLogin(const char *pghost, const char *pgport, const char *pgoptions, const char *pgtty,
+                                    const char *dbName, const char *login, const char *pwd)
 {
     PQ_CONNECT_HOOK(PQsetdbLogin, pghost, pgport, pgoptions, pgtty, dbName, login, pwd);
 }
 
-LEAKSHIM_EXPORT PGconn *PQconnectStart(const char *conninfo)
+static PGconn *ls_hook_PQconnectStart(const char *conninfo)
 {
     PQ_CONNECT_HOOK(PQconnectStart, conninfo);
 }
 
-LEAKSHIM_EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname)
+static PGconn *ls_hook_PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname)
 {
     PQ_CONNECT_HOOK(PQconnectStartParams, keywords, values, expand_dbname);
 }
@@ -115,18 +116,18 @@ LEAKSHIM_EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const 
         return st;                                                                                                     \
     } while (0)
 
-LEAKSHIM_EXPORT int PQconnectPoll(PGconn *conn)
+static int ls_hook_PQconnectPoll(PGconn *conn)
 {
     PQ_STEP_HOOK(PQconnectPoll, PQ_POLLING_FAILED, conn);
 }
 
-LEAKSHIM_EXPORT int PQresetPoll(PGconn *conn)
+static int ls_hook_PQresetPoll(PGconn *conn)
 {
     PQ_STEP_HOOK(PQresetPoll, PQ_POLLING_FAILED, conn);
 }
 
 /* PQresetStart returns 1 on success, 0 on failure (not a polling status). */
-LEAKSHIM_EXPORT int PQresetStart(PGconn *conn)
+static int ls_hook_PQresetStart(PGconn *conn)
 {
     DRV_RESOLVE(PQresetStart);
     if (LS_UNLIKELY(!real_PQresetStart))
@@ -141,7 +142,7 @@ LEAKSHIM_EXPORT int PQresetStart(PGconn *conn)
     return ok;
 }
 
-LEAKSHIM_EXPORT void PQreset(PGconn *conn)
+static void ls_hook_PQreset(PGconn *conn)
 {
     DRV_RESOLVE(PQreset);
     if (LS_UNLIKELY(!real_PQreset))
@@ -160,7 +161,7 @@ LEAKSHIM_EXPORT void PQreset(PGconn *conn)
 
 /* Always a real free, whoever calls it (libpq's own PQping frees its private PGconn this way:
  * unknown to us, so forgetting it is a no-op). */
-LEAKSHIM_EXPORT void PQfinish(PGconn *conn)
+static void ls_hook_PQfinish(PGconn *conn)
 {
     DRV_RESOLVE(PQfinish);
     if (LS_UNLIKELY(!real_PQfinish))
@@ -169,3 +170,12 @@ LEAKSHIM_EXPORT void PQfinish(PGconn *conn)
         drv_closing((uintptr_t)conn);
     real_PQfinish(conn);
 }
+
+/* Patched into every loaded object's import slots by hook_dl.c. */
+const ls_got_hook ls_libpq_hooks[] = {
+    DRV_HOOK(PQconnectdb),    DRV_HOOK(PQconnectdbParams),    DRV_HOOK(PQsetdbLogin),
+    DRV_HOOK(PQconnectStart), DRV_HOOK(PQconnectStartParams), DRV_HOOK(PQconnectPoll),
+    DRV_HOOK(PQresetPoll),    DRV_HOOK(PQresetStart),         DRV_HOOK(PQreset),
+    DRV_HOOK(PQfinish),
+};
+const size_t ls_libpq_nhooks = sizeof ls_libpq_hooks / sizeof ls_libpq_hooks[0];

@@ -7,8 +7,10 @@
  *
  * 1. Application connections of a pooled client are made by the client's stream initiator,
  *    mongoc_client_default_stream_initiator(uri, host, user_data = the client, error). libmongoc
- *    stores that function's address in every client; the address is taken through the GOT, so it
- *    is our definition: the hook knows the exact client and pushes its context.
+ *    stores that function's address in every client; the address is read from libmongoc's GOT
+ *    (a GLOB_DAT slot, patched like the PLT slots), so it is our hook's: the hook knows the exact
+ *    client and pushes its context. Clients created before the patch (in a constructor of the
+ *    object that loaded libmongoc) keep the real initiator and go unattributed.
  * 2. A single-threaded client (mongoc_client_new*) connects from its topology scanner, in the
  *    application thread, inside mongoc_topology_scanner_start() and _work(). The scanner is
  *    created (mongoc_topology_scanner_new) inside the client's constructor: the hook remembers
@@ -275,24 +277,24 @@ static uintptr_t pool_for_uri(const mongoc_uri_t *uri)
         return client;                                                                                                 \
     } while (0)
 
-LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_new(const char *uri_string)
+static mongoc_client_t *ls_hook_mongoc_client_new(const char *uri_string)
 {
     MG_NEW_CLIENT_HOOK(mongoc_client_new, uri_string);
 }
 
-LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_new_from_uri(const mongoc_uri_t *uri)
+static mongoc_client_t *ls_hook_mongoc_client_new_from_uri(const mongoc_uri_t *uri)
 {
     MG_NEW_CLIENT_HOOK(mongoc_client_new_from_uri, uri);
 }
 
-LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_new_from_uri_with_error(const mongoc_uri_t *uri, bson_error_t *error)
+static mongoc_client_t *ls_hook_mongoc_client_new_from_uri_with_error(const mongoc_uri_t *uri, bson_error_t *error)
 {
     MG_NEW_CLIENT_HOOK(mongoc_client_new_from_uri_with_error, uri, error);
 }
 
 /* Always a real free: libmongoc's own pool_destroy and pool_push destroy pooled clients this
  * way too. The scanner mapping goes when libmongoc destroys the scanner. */
-LEAKSHIM_EXPORT void mongoc_client_destroy(mongoc_client_t *client)
+static void ls_hook_mongoc_client_destroy(mongoc_client_t *client)
 {
     DRV_RESOLVE(mongoc_client_destroy);
     if (LS_UNLIKELY(!real_mongoc_client_destroy))
@@ -303,9 +305,9 @@ LEAKSHIM_EXPORT void mongoc_client_destroy(mongoc_client_t *client)
 }
 
 /* Fact 1: the exact client of an application connection. */
-LEAKSHIM_EXPORT mongoc_stream_t *mongoc_client_default_stream_initiator(const mongoc_uri_t *uri,
-                                                                        const mongoc_host_list_t *host, void *user_data,
-                                                                        bson_error_t *error)
+static mongoc_stream_t *ls_hook_mongoc_client_default_stream_initiator(const mongoc_uri_t *uri,
+                                                                       const mongoc_host_list_t *host, void *user_data,
+                                                                       bson_error_t *error)
 {
     DRV_RESOLVE(mongoc_client_default_stream_initiator);
     if (LS_UNLIKELY(!real_mongoc_client_default_stream_initiator))
@@ -345,19 +347,19 @@ LEAKSHIM_EXPORT mongoc_stream_t *mongoc_client_default_stream_initiator(const mo
         return pool;                                                                                                   \
     } while (0)
 
-LEAKSHIM_EXPORT mongoc_client_pool_t *mongoc_client_pool_new(const mongoc_uri_t *uri)
+static mongoc_client_pool_t *ls_hook_mongoc_client_pool_new(const mongoc_uri_t *uri)
 {
     MG_NEW_POOL_HOOK(mongoc_client_pool_new, uri, uri);
 }
 
-LEAKSHIM_EXPORT mongoc_client_pool_t *mongoc_client_pool_new_with_error(const mongoc_uri_t *uri, bson_error_t *error)
+static mongoc_client_pool_t *ls_hook_mongoc_client_pool_new_with_error(const mongoc_uri_t *uri, bson_error_t *error)
 {
     MG_NEW_POOL_HOOK(mongoc_client_pool_new_with_error, uri, uri, error);
 }
 
 /* The pool frees its idle clients (through mongoc_client_destroy) and stops its monitors. Inside,
  * libmongoc pops and pushes a client of its own to end the server sessions: not a checkout. */
-LEAKSHIM_EXPORT void mongoc_client_pool_destroy(mongoc_client_pool_t *pool)
+static void ls_hook_mongoc_client_pool_destroy(mongoc_client_pool_t *pool)
 {
     DRV_RESOLVE(mongoc_client_pool_destroy);
     if (LS_UNLIKELY(!real_mongoc_client_pool_destroy))
@@ -386,7 +388,7 @@ static void mg_checkout(mongoc_client_pool_t *pool, mongoc_client_t *client)
     errno = e;
 }
 
-LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_pool_pop(mongoc_client_pool_t *pool)
+static mongoc_client_t *ls_hook_mongoc_client_pool_pop(mongoc_client_pool_t *pool)
 {
     DRV_RESOLVE(mongoc_client_pool_pop);
     if (LS_UNLIKELY(!real_mongoc_client_pool_pop))
@@ -397,7 +399,7 @@ LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_pool_pop(mongoc_client_pool_t *po
     return client;
 }
 
-LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_pool_try_pop(mongoc_client_pool_t *pool)
+static mongoc_client_t *ls_hook_mongoc_client_pool_try_pop(mongoc_client_pool_t *pool)
 {
     DRV_RESOLVE(mongoc_client_pool_try_pop);
     if (LS_UNLIKELY(!real_mongoc_client_pool_try_pop))
@@ -408,7 +410,7 @@ LEAKSHIM_EXPORT mongoc_client_t *mongoc_client_pool_try_pop(mongoc_client_pool_t
     return client;
 }
 
-LEAKSHIM_EXPORT void mongoc_client_pool_push(mongoc_client_pool_t *pool, mongoc_client_t *client)
+static void ls_hook_mongoc_client_pool_push(mongoc_client_pool_t *pool, mongoc_client_t *client)
 {
     DRV_RESOLVE(mongoc_client_pool_push);
     if (LS_UNLIKELY(!real_mongoc_client_pool_push))
@@ -426,7 +428,7 @@ LEAKSHIM_EXPORT void mongoc_client_pool_push(mongoc_client_pool_t *pool, mongoc_
 /* ------------------------------------------------------------------ internal entry points */
 
 /* Fact 2: mongoc_topology_scanner_new(uri, ...) -> scanner, inside a client's constructor. */
-LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_new(FWD_PARAMS)
+static uintptr_t ls_hook_mongoc_topology_scanner_new(FWD_PARAMS)
 {
     DRV_RESOLVE(mongoc_topology_scanner_new);
     if (LS_UNLIKELY(!real_mongoc_topology_scanner_new))
@@ -438,7 +440,7 @@ LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_new(FWD_PARAMS)
 }
 
 /* mongoc_topology_scanner_destroy(scanner) */
-LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_destroy(FWD_PARAMS)
+static uintptr_t ls_hook_mongoc_topology_scanner_destroy(FWD_PARAMS)
 {
     DRV_RESOLVE(mongoc_topology_scanner_destroy);
     if (LS_UNLIKELY(!real_mongoc_topology_scanner_destroy))
@@ -463,7 +465,7 @@ static uintptr_t scanner_call(fwd_fn real, FWD_PARAMS)
     return r;
 }
 
-LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_start(FWD_PARAMS)
+static uintptr_t ls_hook_mongoc_topology_scanner_start(FWD_PARAMS)
 {
     DRV_RESOLVE(mongoc_topology_scanner_start);
     if (LS_UNLIKELY(!real_mongoc_topology_scanner_start))
@@ -471,7 +473,7 @@ LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_start(FWD_PARAMS)
     return scanner_call(real_mongoc_topology_scanner_start, FWD_ARGS);
 }
 
-LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_work(FWD_PARAMS)
+static uintptr_t ls_hook_mongoc_topology_scanner_work(FWD_PARAMS)
 {
     DRV_RESOLVE(mongoc_topology_scanner_work);
     if (LS_UNLIKELY(!real_mongoc_topology_scanner_work))
@@ -481,7 +483,7 @@ LEAKSHIM_EXPORT uintptr_t mongoc_topology_scanner_work(FWD_PARAMS)
 
 /* Fact 3: mongoc_client_connect(buffered, use_ssl, ssl_opts, uri, host, ...) with no client
  * context on this thread is a pool's monitor connecting. */
-LEAKSHIM_EXPORT uintptr_t mongoc_client_connect(FWD_PARAMS)
+static uintptr_t ls_hook_mongoc_client_connect(FWD_PARAMS)
 {
     DRV_RESOLVE(mongoc_client_connect);
     if (LS_UNLIKELY(!real_mongoc_client_connect))
@@ -496,3 +498,24 @@ LEAKSHIM_EXPORT uintptr_t mongoc_client_connect(FWD_PARAMS)
     drv_leave(prev);
     return r;
 }
+
+/* Patched into every loaded object's import slots by hook_dl.c. */
+const ls_got_hook ls_mongoc_hooks[] = {
+    DRV_HOOK(mongoc_client_new),
+    DRV_HOOK(mongoc_client_new_from_uri),
+    DRV_HOOK(mongoc_client_new_from_uri_with_error),
+    DRV_HOOK(mongoc_client_destroy),
+    DRV_HOOK(mongoc_client_default_stream_initiator),
+    DRV_HOOK(mongoc_client_pool_new),
+    DRV_HOOK(mongoc_client_pool_new_with_error),
+    DRV_HOOK(mongoc_client_pool_destroy),
+    DRV_HOOK(mongoc_client_pool_pop),
+    DRV_HOOK(mongoc_client_pool_try_pop),
+    DRV_HOOK(mongoc_client_pool_push),
+    DRV_HOOK(mongoc_topology_scanner_new),
+    DRV_HOOK(mongoc_topology_scanner_destroy),
+    DRV_HOOK(mongoc_topology_scanner_start),
+    DRV_HOOK(mongoc_topology_scanner_work),
+    DRV_HOOK(mongoc_client_connect),
+};
+const size_t ls_mongoc_nhooks = sizeof ls_mongoc_hooks / sizeof ls_mongoc_hooks[0];

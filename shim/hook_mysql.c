@@ -44,9 +44,9 @@ static int called_from_driver(void *ret)
     return inside;
 }
 
-LEAKSHIM_EXPORT MYSQL *mysql_real_connect(MYSQL *mysql, const char *host, const char *user, const char *passwd,
-                                          const char *db, unsigned int port, const char *unix_socket,
-                                          unsigned long clientflag)
+static MYSQL *ls_hook_mysql_real_connect(MYSQL *mysql, const char *host, const char *user, const char *passwd,
+                                         const char *db, unsigned int port, const char *unix_socket,
+                                         unsigned long clientflag)
 {
     DRV_RESOLVE(mysql_real_connect);
     if (LS_UNLIKELY(!real_mysql_real_connect))
@@ -68,7 +68,7 @@ LEAKSHIM_EXPORT MYSQL *mysql_real_connect(MYSQL *mysql, const char *host, const 
     return r;
 }
 
-LEAKSHIM_EXPORT void mysql_close(MYSQL *mysql)
+static void ls_hook_mysql_close(MYSQL *mysql)
 {
     DRV_RESOLVE(mysql_close);
     if (LS_UNLIKELY(!real_mysql_close))
@@ -96,3 +96,10 @@ LEAKSHIM_EXPORT void mysql_close(MYSQL *mysql)
     drv_closing((uintptr_t)mysql);
     real_mysql_close(mysql);
 }
+
+/* Patched into every loaded object's import slots by hook_dl.c. */
+const ls_got_hook ls_mysql_hooks[] = {
+    DRV_HOOK(mysql_real_connect),
+    DRV_HOOK(mysql_close),
+};
+const size_t ls_mysql_nhooks = sizeof ls_mysql_hooks / sizeof ls_mysql_hooks[0];
