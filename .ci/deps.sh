@@ -15,6 +15,7 @@ fi
 
 packages=(
     build-essential gcc make pkg-config binutils valgrind procps util-linux clang-format
+    clang libclang-rt-14-dev
     libunwind-dev uthash-dev libcmocka-dev
     libpq-dev postgresql
     redis-server redis-tools libhiredis-dev

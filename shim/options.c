@@ -2,9 +2,9 @@
  * README's option list (`leakshim options --markdown`). Used by the shim and by tools/leakshim. */
 #include "leakshim.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +34,6 @@ ls_options ls_opt;
     OPT(DOUBLE, interval, "0", "SECONDS", "timeline sample period for live counts (0 = off)")                          \
     OPT(INT, verbosity, "1", "0-2", "0 = reports only, 1 = warnings, 2 = debug lines")                                 \
     OPT(INT, top, "5", "0-100", "rows in the creations-per-stack (churn) table")                                       \
-    OPT(STR, dump_dir, "", "DIR",                                                                                      \
-        "where signal snapshots are also written for `leakshim dump` (default $TMPDIR or /tmp)")                       \
     OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")
 
 struct opt_desc {
@@ -52,117 +50,268 @@ static const struct {
     const char *name;
     int sig;
 } sig_names[] = {
-    {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
-    {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"TTIN", SIGTTIN},
-    {"TTOU", SIGTTOU}, {"URG", SIGURG},     {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM},
-    {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},     {"PWR", SIGPWR},   {"SYS", SIGSYS},
+    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},     {"USR1", SIGUSR1},     {"USR2", SIGUSR2},
+    {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},     {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD},
+    {"CONT", SIGCONT}, {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU},     {"URG", SIGURG},
+    {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},     {"WINCH", SIGWINCH},
+    {"IO", SIGIO},     {"PWR", SIGPWR},   {"SYS", SIGSYS},       {"KILL", SIGKILL},     {"STOP", SIGSTOP},
+    {"SEGV", SIGSEGV}, {"BUS", SIGBUS},   {"FPE", SIGFPE},       {"ILL", SIGILL},       {"ABRT", SIGABRT},
+    {"TRAP", SIGTRAP}, {"POLL", SIGIO},   {"CLD", SIGCHLD},      {"IOT", SIGABRT},
 };
 
-/* Signals that cannot be caught or that mean a crash are refused as dump triggers. */
-static int sig_allowed(int s)
+/* Why a value was refused: filled by the value parsers, shown after the valid values. */
+#define WHY_LEN 128
+typedef char why_buf[WHY_LEN];
+LS_PRINTF(2, 3) static void WHY(char *why, const char *fmt, ...)
 {
-    return s > 0 && s < NSIG && s != SIGKILL && s != SIGSTOP && s != SIGSEGV && s != SIGBUS && s != SIGFPE &&
-           s != SIGILL && s != SIGABRT && s != SIGTRAP;
+    if (!why) /* applying a default: nobody asks why */
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, WHY_LEN, fmt, ap);
+    va_end(ap);
+}
+
+/* Plain decimal digits only: no sign, no spaces, no base prefix, at least one digit. max is at
+ * most 10^9, so the accumulator can never overflow (no strtol: it skips spaces, takes signs and
+ * clamps or wraps where we then cast). */
+static int parse_digits(const char *v, size_t len, unsigned long max, unsigned long *out)
+{
+    unsigned long x = 0;
+    if (len == 0)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (unsigned long)(v[i] - '0');
+        if (x > max)
+            return -2;
+    }
+    *out = x;
+    return 0;
+}
+
+/* A signal the shim can actually install and receive as a dump trigger. glibc keeps 32 and 33
+ * for itself (SIGRTMIN is 34 at run time): sigaction on them fails or the handler never runs.
+ * Crash signals would turn a crash into a dump, uncatchable ones cannot be installed. */
+static int signal_check(unsigned long n, char *why)
+{
+    int s = (int)n;
+    if (n > (unsigned long)SIGRTMAX) {
+        WHY(why, "signal numbers end at %d (RTMAX)", SIGRTMAX);
+        return -1;
+    }
+    if (s > 31 && s < SIGRTMIN) {
+        WHY(why, "%d is reserved by the C library; real-time signals are %d-%d", s, SIGRTMIN, SIGRTMAX);
+        return -1;
+    }
+    if (s == SIGKILL || s == SIGSTOP) {
+        WHY(why, "SIG%s cannot be caught", s == SIGKILL ? "KILL" : "STOP");
+        return -1;
+    }
+    if (s == SIGSEGV || s == SIGBUS || s == SIGFPE || s == SIGILL || s == SIGABRT || s == SIGTRAP) {
+        WHY(why, "a crash signal cannot trigger dumps");
+        return -1;
+    }
+    return s;
+}
+
+/* none | 0 | decimal number | NAME, SIGNAME (any case) | RTMIN[+N] | RTMAX[-N], N decimal digits. */
+static int signal_parse(const char *v, char *why)
+{
+    unsigned long n;
+    if (!v || !*v) {
+        WHY(why, "empty");
+        return -1;
+    }
+    if (!strcasecmp(v, "none"))
+        return 0;
+    if (v[0] >= '0' && v[0] <= '9') {
+        int r = parse_digits(v, strlen(v), 1000, &n);
+        if (r == -1) {
+            WHY(why, "a number must be plain decimal digits");
+            return -1;
+        }
+        if (r) /* more than 1000: refused as out of range, whatever its size */
+            n = 1001;
+        return n ? signal_check(n, why) : 0;
+    }
+    const char *name = strncasecmp(v, "SIG", 3) ? v : v + 3;
+    for (size_t i = 0; i < sizeof sig_names / sizeof sig_names[0]; i++)
+        if (!strcasecmp(name, sig_names[i].name))
+            return signal_check((unsigned long)sig_names[i].sig, why);
+    int rtmax = !strncasecmp(name, "RTMAX", 5);
+    if (rtmax || !strncasecmp(name, "RTMIN", 5)) {
+        const char *t = name + 5;
+        unsigned long off = 0, span = (unsigned long)(SIGRTMAX - SIGRTMIN);
+        int r = *t == (rtmax ? '-' : '+') ? parse_digits(t + 1, strlen(t + 1), 1000, &off) : *t ? -1 : 0;
+        if (r == -1) {
+            WHY(why, "use RTMIN+N or RTMAX-N, N decimal digits");
+            return -1;
+        }
+        if (r || off > span) {
+            WHY(why, "N must be 0-%lu; RTMIN is %d, RTMAX is %d", span, SIGRTMIN, SIGRTMAX);
+            return -1;
+        }
+        return signal_check(rtmax ? (unsigned long)SIGRTMAX - off : (unsigned long)SIGRTMIN + off, why);
+    }
+    WHY(why, "unknown signal name");
+    return -1;
 }
 
 int ls_signal_from_name(const char *name)
 {
-    if (!name || !*name)
-        return -1;
-    if (!strcasecmp(name, "none") || !strcmp(name, "0"))
-        return 0;
-    if (isdigit((unsigned char)name[0])) {
-        char *end;
-        long v = strtol(name, &end, 10);
-        return (*end == 0 && sig_allowed((int)v)) ? (int)v : -1;
-    }
-    const char *n = name;
-    if (!strncasecmp(n, "SIG", 3))
-        n += 3;
-    for (size_t i = 0; i < sizeof sig_names / sizeof sig_names[0]; i++)
-        if (!strcasecmp(n, sig_names[i].name))
-            return sig_names[i].sig;
-    if (!strncasecmp(n, "RTMIN+", 6)) {
-        char *end;
-        long v = strtol(n + 6, &end, 10);
-        if (*end == 0 && v >= 0 && SIGRTMIN + v <= SIGRTMAX)
-            return SIGRTMIN + (int)v;
-    }
-    return -1;
+    return signal_parse(name, NULL);
 }
+
+/* Real-time signals by offset, so warnings name them (glibc has 31: SIGRTMIN 34 .. SIGRTMAX 64). */
+static const char *const rt_names[] = {
+    "RTMIN",    "RTMIN+1",  "RTMIN+2",  "RTMIN+3",  "RTMIN+4",  "RTMIN+5",  "RTMIN+6",  "RTMIN+7",
+    "RTMIN+8",  "RTMIN+9",  "RTMIN+10", "RTMIN+11", "RTMIN+12", "RTMIN+13", "RTMIN+14", "RTMIN+15",
+    "RTMIN+16", "RTMIN+17", "RTMIN+18", "RTMIN+19", "RTMIN+20", "RTMIN+21", "RTMIN+22", "RTMIN+23",
+    "RTMIN+24", "RTMIN+25", "RTMIN+26", "RTMIN+27", "RTMIN+28", "RTMIN+29", "RTMIN+30"};
 
 const char *ls_signal_name(int sig)
 {
     for (size_t i = 0; i < sizeof sig_names / sizeof sig_names[0]; i++)
         if (sig_names[i].sig == sig)
             return sig_names[i].name;
+    if (sig >= SIGRTMIN && sig <= SIGRTMAX && (size_t)(sig - SIGRTMIN) < sizeof rt_names / sizeof rt_names[0])
+        return rt_names[sig - SIGRTMIN];
     return sig == 0 ? "none" : "?";
+}
+
+size_t ls_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (cap == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[5] = {'\\', 0, 0, 0, 0};
+        size_t n = 2;
+        if (c == '\n' || c == '\r' || c == '\t' || c == '\\')
+            e[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : '\\';
+        else if (c < 0x20 || c >= 0x7f)
+            e[1] = 'x', e[2] = hex[c >> 4], e[3] = hex[c & 15], n = 4;
+        else
+            e[0] = (char)c, n = 1;
+        /* room for this escape, and for "..." unless it is the last byte */
+        size_t need = n + (i + 1 < len ? 3 : 0);
+        if (o + need >= cap) {
+            if (o + 3 >= cap) /* cap < 4: no room for the marker */
+                break;
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        memcpy(out + o, e, n);
+        o += n;
+    }
+    out[o] = 0;
+    return o;
 }
 
 /* ---- value parsers: each returns 0 on success, -1 on a bad value (o unchanged for that key) */
 
-static int parse_long(const char *v, long lo, long hi, long *out)
+static int parse_long(const char *v, long lo, long hi, long *out, char *why)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi)
+    unsigned long x;
+    int r = parse_digits(v, strlen(v), (unsigned long)hi, &x);
+    if (r == -1) {
+        WHY(why, "not a plain decimal number");
         return -1;
+    }
+    if (r || (long)x < lo) {
+        WHY(why, "out of range");
+        return -1;
+    }
+    *out = (long)x;
+    return 0;
+}
+
+/* Seconds: plain decimal (DIGITS[.DIGITS] or .DIGITS) from 0 to 10^9, parsed by hand so that no
+ * nan, inf, hex float, exponent, sign or space gets through, and so the host's locale (a decimal
+ * comma) cannot change the meaning. Digits past the ninth decimal (below a nanosecond) are
+ * dropped. min: the smallest nonzero value accepted (0 = any). */
+static int parse_double(const char *v, double min, double *out, char *why)
+{
+    const char *dot = strchr(v, '.');
+    const char *frac = dot ? dot + 1 : v + strlen(v);
+    size_t ilen = (size_t)((dot ? dot : frac) - v), flen = strlen(frac), fdigits = flen > 9 ? 9 : flen;
+    unsigned long ip = 0, fp = 0, scale = 1;
+    for (size_t i = 0; i < flen; i++)
+        if (frac[i] < '0' || frac[i] > '9')
+            ilen = flen = 0; /* reported below, like an empty value */
+    int ri = ilen ? parse_digits(v, ilen, 1000000000UL, &ip) : 0;
+    if (ri == -1 || ilen + flen == 0) {
+        WHY(why, "not a plain decimal number of seconds");
+        return -1;
+    }
+    if (fdigits)
+        parse_digits(frac, fdigits, 999999999UL, &fp); /* all digits: cannot fail */
+    for (size_t i = 0; i < fdigits; i++)
+        scale *= 10;
+    double x = (double)ip + (double)fp / (double)scale;
+    if (ri || x > 1e9) {
+        WHY(why, "at most 1000000000 seconds");
+        return -1;
+    }
+    if (x > 0 && x < min) {
+        WHY(why, "must be 0 (off) or at least %g seconds", min);
+        return -1;
+    }
     *out = x;
     return 0;
 }
 
-static int parse_double(const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || !(x >= 0) || x > 1e9)
-        return -1;
-    *out = x;
-    return 0;
-}
-
-static int parse_ports(ls_options *o, const char *v)
+static int parse_ports(ls_options *o, const char *v, char *why)
 {
     ls_port_range tmp[LS_MAX_PORTS];
     int n = 0;
+    memset(tmp, 0, sizeof tmp);
     if (*v == '+') {
         memcpy(tmp, o->ports, sizeof tmp);
         n = o->nports;
         v++;
     }
     while (*v) {
-        char *end;
-        long lo = strtol(v, &end, 10), hi = lo;
-        if (end == v)
+        const char *comma = strchr(v, ',');
+        size_t len = comma ? (size_t)(comma - v) : strlen(v);
+        const char *dash = memchr(v, '-', len);
+        size_t llen = dash ? (size_t)(dash - v) : len;
+        unsigned long lo, hi;
+        int r = parse_digits(v, llen, 65535, &lo);
+        if (!r)
+            r = dash ? parse_digits(dash + 1, len - llen - 1, 65535, &hi) : (hi = lo, 0);
+        if (r || lo < 1 || lo > hi) {
+            WHY(why, "each item is PORT or LOW-HIGH, decimal 1-65535, LOW <= HIGH");
             return -1;
-        if (*end == '-') {
-            const char *h = end + 1;
-            hi = strtol(h, &end, 10);
-            if (end == h)
-                return -1;
         }
-        if (lo < 1 || hi > 65535 || lo > hi || n >= LS_MAX_PORTS)
+        if (n >= LS_MAX_PORTS) {
+            WHY(why, "at most %d port ranges in all", LS_MAX_PORTS);
             return -1;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            return -1;
+        }
         tmp[n].lo = (uint16_t)lo;
         tmp[n].hi = (uint16_t)hi;
         n++;
-        v = end;
+        v += len;
+        if (comma && !*++v) { /* a trailing comma: an empty last item */
+            WHY(why, "empty item");
+            return -1;
+        }
     }
     memcpy(o->ports, tmp, sizeof tmp);
     o->nports = n;
     return 0;
 }
 
-static int parse_paths(ls_options *o, const char *v)
+static int parse_paths(ls_options *o, const char *v, char *why)
 {
     char tmp[LS_MAX_PATHS][LS_PATH_LEN];
     int n = 0;
+    memset(tmp, 0, sizeof tmp);
     if (*v == '+') {
         memcpy(tmp, o->paths, sizeof tmp);
         n = o->npaths;
@@ -171,115 +320,128 @@ static int parse_paths(ls_options *o, const char *v)
     while (*v) {
         const char *comma = strchr(v, ',');
         size_t len = comma ? (size_t)(comma - v) : strlen(v);
-        if (len == 0 || len >= LS_PATH_LEN || n >= LS_MAX_PATHS)
+        if (len == 0 || len >= LS_PATH_LEN) {
+            WHY(why, len ? "a pattern is longer than %d bytes" : "empty item", LS_PATH_LEN - 1);
             return -1;
+        }
+        /* matched against the socket path's basename: a '/' could never match */
+        if (memchr(v, '/', len)) {
+            WHY(why, "patterns match the socket's basename and cannot contain '/'");
+            return -1;
+        }
+        if (n >= LS_MAX_PATHS) {
+            WHY(why, "at most %d patterns in all", LS_MAX_PATHS);
+            return -1;
+        }
         memcpy(tmp[n], v, len);
         tmp[n][len] = 0;
         n++;
-        v += len + (comma ? 1 : 0);
+        v += len;
+        if (comma && !*++v) {
+            WHY(why, "empty item");
+            return -1;
+        }
     }
     memcpy(o->paths, tmp, sizeof tmp);
     o->npaths = n;
     return 0;
 }
 
-static int parse_str(char *dst, const char *v)
+static int parse_str(char *dst, const char *v, char *why)
 {
-    if (strlen(v) >= LS_PATH_LEN)
+    size_t n = strlen(v);
+    if (n >= LS_PATH_LEN) {
+        WHY(why, "longer than %d bytes", LS_PATH_LEN - 1);
         return -1;
-    strcpy(dst, v);
+    }
+    memset(dst, 0, LS_PATH_LEN);
+    memcpy(dst, v, n);
     return 0;
 }
 
-static int set_STR(ls_options *o, const char *name, const char *v)
-{
-    if (!strcmp(name, "report"))
-        return *v ? parse_str(o->report, v) : -1;
-    if (!strcmp(name, "suppressions"))
-        return parse_str(o->suppressions, v);
-    return parse_str(o->dump_dir, v);
-}
-
-#define SETTER(type, name, def, valid, desc) static int set_##name(ls_options *o, const char *v);
+#define SETTER(type, name, def, valid, desc) static int set_##name(ls_options *o, const char *v, char *why);
 LS_OPTION_TABLE(SETTER)
 #undef SETTER
 
-static int set_report(ls_options *o, const char *v)
+static int set_report(ls_options *o, const char *v, char *why)
 {
-    return set_STR(o, "report", v);
+    if (!*v) {
+        WHY(why, "empty");
+        return -1;
+    }
+    return parse_str(o->report, v, why);
 }
-static int set_suppressions(ls_options *o, const char *v)
+static int set_suppressions(ls_options *o, const char *v, char *why)
 {
-    return set_STR(o, "suppressions", v);
+    return parse_str(o->suppressions, v, why);
 }
-static int set_dump_dir(ls_options *o, const char *v)
-{
-    return set_STR(o, "dump_dir", v);
-}
-static int set_format(ls_options *o, const char *v)
+static int set_format(ls_options *o, const char *v, char *why)
 {
     static const char *names[] = {"text", "json", "both"};
+    (void)why;
     for (int i = 0; i < 3; i++)
         if (!strcmp(v, names[i]))
             return o->format = i, 0;
     return -1;
 }
-static int set_signal(ls_options *o, const char *v)
+static int set_signal(ls_options *o, const char *v, char *why)
 {
-    int s = ls_signal_from_name(v);
+    int s = signal_parse(v, why);
     return s < 0 ? -1 : (o->signal = s, 0);
 }
-static int set_exitcode(ls_options *o, const char *v)
+static int set_exitcode(ls_options *o, const char *v, char *why)
 {
     long x;
-    return parse_long(v, 0, 255, &x) ? -1 : (o->exitcode = (int)x, 0);
+    return parse_long(v, 0, 255, &x, why) ? -1 : (o->exitcode = (int)x, 0);
 }
-static int set_threshold(ls_options *o, const char *v)
+static int set_threshold(ls_options *o, const char *v, char *why)
 {
-    return parse_double(v, &o->threshold);
+    return parse_double(v, 0, &o->threshold, why);
 }
-static int set_frames(ls_options *o, const char *v)
+static int set_frames(ls_options *o, const char *v, char *why)
 {
     long x;
-    return parse_long(v, 1, LS_MAX_FRAMES, &x) ? -1 : (o->frames = (int)x, 0);
+    return parse_long(v, 1, LS_MAX_FRAMES, &x, why) ? -1 : (o->frames = (int)x, 0);
 }
-static int set_ports(ls_options *o, const char *v)
+static int set_ports(ls_options *o, const char *v, char *why)
 {
-    return parse_ports(o, v);
+    return parse_ports(o, v, why);
 }
-static int set_paths(ls_options *o, const char *v)
+static int set_paths(ls_options *o, const char *v, char *why)
 {
-    return parse_paths(o, v);
+    return parse_paths(o, v, why);
 }
-static int set_track(ls_options *o, const char *v)
+static int set_track(ls_options *o, const char *v, char *why)
 {
+    (void)why;
     if (!strcmp(v, "db"))
         return o->track = LS_TRACK_DB, 0;
     if (!strcmp(v, "all"))
         return o->track = LS_TRACK_ALL, 0;
     return -1;
 }
-static int set_interval(ls_options *o, const char *v)
+static int set_interval(ls_options *o, const char *v, char *why)
 {
-    return parse_double(v, &o->interval);
+    /* the reporter thread wakes every `interval`: below 10 ms it would spin, not sample */
+    return parse_double(v, 0.01, &o->interval, why);
 }
-static int set_verbosity(ls_options *o, const char *v)
+static int set_verbosity(ls_options *o, const char *v, char *why)
 {
     long x;
-    return parse_long(v, 0, 2, &x) ? -1 : (o->verbosity = (int)x, 0);
+    return parse_long(v, 0, 2, &x, why) ? -1 : (o->verbosity = (int)x, 0);
 }
-static int set_top(ls_options *o, const char *v)
+static int set_top(ls_options *o, const char *v, char *why)
 {
     long x;
-    return parse_long(v, 0, 100, &x) ? -1 : (o->top = (int)x, 0);
+    return parse_long(v, 0, 100, &x, why) ? -1 : (o->top = (int)x, 0);
 }
-static int set_help(ls_options *o, const char *v)
+static int set_help(ls_options *o, const char *v, char *why)
 {
     long x;
-    return parse_long(v, 0, 1, &x) ? -1 : (o->help = (int)x, 0);
+    return parse_long(v, 0, 1, &x, why) ? -1 : (o->help = (int)x, 0);
 }
 
-typedef int (*setter_fn)(ls_options *, const char *);
+typedef int (*setter_fn)(ls_options *, const char *, char *);
 static const setter_fn opt_setters[] = {
 #define SETTER_PTR(type, name, def, valid, desc) set_##name,
     LS_OPTION_TABLE(SETTER_PTR)
@@ -290,69 +452,85 @@ void ls_options_defaults(ls_options *o)
 {
     memset(o, 0, sizeof *o);
     for (size_t i = 0; i < NOPTS; i++)
-        opt_setters[i](o, opt_table[i].def);
+        opt_setters[i](o, opt_table[i].def, NULL);
 }
 
-static void valid_keys(char *out, size_t cap)
-{
-    size_t n = 0;
-    out[0] = 0;
-    for (size_t i = 0; i < NOPTS && n < cap; i++)
-        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? ", " : "", opt_table[i].name);
-}
+/* "report, format, ...": the valid keys, for "unknown option" messages (built at compile time). */
+#define OPT_KEY(type, name, def, valid, desc) ", " #name
+static const char valid_keys[] = LS_OPTION_TABLE(OPT_KEY);
+#undef OPT_KEY
 
-static void report_err(void (*err)(const char *, void *), const char *msg, void *arg)
+/* The longest value any option can hold: LS_MAX_PATHS patterns of LS_PATH_LEN - 1 bytes, commas
+ * and a leading '+'. A longer one is refused before it is copied. */
+#define VALUE_MAX (LS_MAX_PATHS * LS_PATH_LEN + 1)
+/* Echoed user text is escaped (one line, printable) and cut to this many bytes. */
+#define ECHO_MAX 100
+
+/* One key=value item (not NUL-terminated, len > 0). Returns 1 if it was a problem (reported). */
+static int parse_item(ls_options *o, const char *s, size_t len, void (*err)(const char *, void *), void *arg)
 {
-    if (err)
+    char msg[768], shown[ECHO_MAX];
+    const char *eq = memchr(s, '=', len);
+    if (!eq) {
+        if (!err) /* only counted: no message to format */
+            return 1;
+        ls_escape(shown, sizeof shown, s, len);
+        snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: malformed option '%s' (expected key=value, separated by ':')",
+                 shown);
         err(msg, arg);
+        return 1;
+    }
+    size_t klen = (size_t)(eq - s), vlen = len - klen - 1, i;
+    for (i = 0; i < NOPTS; i++)
+        if (strlen(opt_table[i].name) == klen && !memcmp(s, opt_table[i].name, klen))
+            break;
+    if (i == NOPTS) {
+        if (!err)
+            return 1;
+        ls_escape(shown, sizeof shown, s, klen);
+        snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: unknown option '%s' (valid: %s)", shown, valid_keys + 2);
+        err(msg, arg);
+        return 1;
+    }
+    why_buf why = "";
+    int bad = 1;
+    if (vlen > VALUE_MAX) {
+        WHY(why, "too long (%zu bytes)", vlen);
+    } else {
+        char *val = malloc(vlen + 1);
+        if (!val) {
+            WHY(why, "out of memory");
+        } else {
+            memcpy(val, eq + 1, vlen);
+            val[vlen] = 0;
+            bad = opt_setters[i](o, val, err ? why : NULL) < 0;
+            free(val);
+        }
+    }
+    if (!bad)
+        return 0;
+    /* the key keeps its default, even if an earlier item had set it */
+    opt_setters[i](o, opt_table[i].def, NULL);
+    if (!err)
+        return 1;
+    ls_escape(shown, sizeof shown, eq + 1, vlen);
+    snprintf(msg, sizeof msg,
+             "LEAKSHIM_OPTIONS: bad value '%s' for option '%s'%s%s (valid: %s); using the default '%s'", shown,
+             opt_table[i].name, why[0] ? ": " : "", why, opt_table[i].valid, opt_table[i].def);
+    err(msg, arg);
+    return 1;
 }
 
 int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, void *arg), void *arg)
 {
     int problems = 0;
-    char msg[768], keys[256];
     if (!s)
         return 0;
     while (*s) {
         const char *colon = strchr(s, ':');
         size_t len = colon ? (size_t)(colon - s) : strlen(s);
-        char item[LS_PATH_LEN + 64];
-        if (len >= sizeof item) {
-            snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: option '%.40s...' is too long; ignored", s);
-            report_err(err, msg, arg);
-            problems++;
-        } else if (len > 0) {
-            memcpy(item, s, len);
-            item[len] = 0;
-            char *eq = strchr(item, '=');
-            if (!eq) {
-                snprintf(msg, sizeof msg,
-                         "LEAKSHIM_OPTIONS: malformed option '%s' (expected key=value, separated by ':')", item);
-                report_err(err, msg, arg);
-                problems++;
-            } else {
-                *eq = 0;
-                const char *key = item, *val = eq + 1;
-                size_t i;
-                for (i = 0; i < NOPTS; i++)
-                    if (!strcmp(key, opt_table[i].name))
-                        break;
-                if (i == NOPTS) {
-                    valid_keys(keys, sizeof keys);
-                    snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: unknown option '%s' (valid: %s)", key, keys);
-                    report_err(err, msg, arg);
-                    problems++;
-                } else if (opt_setters[i](o, val) < 0) {
-                    snprintf(msg, sizeof msg,
-                             "LEAKSHIM_OPTIONS: bad value '%s' for option '%s' (valid: %s); using the default '%s'",
-                             val, key, opt_table[i].valid, opt_table[i].def);
-                    report_err(err, msg, arg);
-                    problems++;
-                    /* the key keeps its default, even if an earlier item had set it */
-                    opt_setters[i](o, opt_table[i].def);
-                }
-            }
-        }
+        if (len > 0) /* empty items are tolerated, as in ASAN_OPTIONS */
+            problems += parse_item(o, s, len, err, arg);
         s += len + (colon ? 1 : 0);
     }
     return problems;
