@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import helpers  # noqa: E402
 from helpers import ROOT  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -399,3 +400,60 @@ def mariadb():
 @pytest.fixture(scope="session")
 def mongo():
     yield from _serve(MongoServer)
+
+
+# ---------------------------------------------------------------- sanitizer-built shim
+# make integration-asan sets LEAKSHIM_TEST_SHIM to the ASan+UBSan shim (see helpers.shim_env).
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_asan(reason): cannot run under the ASan-built shim "
+                                       "(make integration-asan deselects it; the reason says why)")
+
+
+# Tests in files that do not carry the marker themselves: "file::test" -> why.
+NOT_UNDER_ASAN = {
+    "test_noexport.py::test_bare_name_dlopen_still_searches_the_callers_runpath":
+        "ASan intercepts dlopen, so glibc searches the RUNPATH of libasan (its caller), not the host's",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m 'not no_asan' deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        why = NOT_UNDER_ASAN.get(f"{item.path.name}::{item.originalname}")
+        if why and not item.get_closest_marker("no_asan"):
+            item.add_marker(pytest.mark.no_asan(why))
+    if not helpers.sanitizer_runtimes():
+        return
+    for item in items:
+        mark = item.get_closest_marker("no_asan")
+        if mark:
+            item.add_marker(pytest.mark.skip(reason="not under the ASan shim: " + " ".join(mark.args)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The sanitizer log directory goes when it is empty (a report in it already failed a test,
+    which named it: it stays for reading)."""
+    logs = helpers.sanitizer_log_dir()
+    if logs is not None:
+        try:
+            logs.rmdir()
+        except OSError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports():
+    """Under a sanitizer-built shim, an ASan or UBSan report from any program the test ran fails
+    the test, with the report (they go to files, not to the programs' stderr)."""
+    logs = helpers.sanitizer_log_dir()
+    if logs is None:
+        yield
+        return
+    before = set(os.listdir(logs))
+    yield
+    new = sorted(set(os.listdir(logs)) - before)
+    if new:
+        reports = "\n".join(f"--- {n}\n" + (logs / n).read_text(errors="replace") for n in new)
+        pytest.fail(f"sanitizer reports in {logs}:\n{reports}", pytrace=False)

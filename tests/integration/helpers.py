@@ -1,14 +1,19 @@
 """Small shared helpers for the integration tests: where things are, and how to run a program
 under the shim. Kept deliberately small; tests build on these."""
 
+import functools
 import glob
 import json
 import os
+import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIM = ROOT / "shim" / "libleakshim.so"
+# LEAKSHIM_TEST_SHIM (make integration-asan: build/asan/libleakshim.so) runs every program under
+# that shim instead; relative paths are from the repository root.
+SHIM = ROOT / (os.environ.get("LEAKSHIM_TEST_SHIM") or Path("shim") / "libleakshim.so")
 TOOL = Path(os.environ.get("LEAKSHIM_TOOL") or ROOT / "tools" / "leakshim")
 PY = "/usr/bin/python3"  # Debian's python: the one with psycopg2, redis, pymongo, sqlalchemy
 
@@ -22,14 +27,64 @@ def options_string(options):
     return str(options)
 
 
+@functools.lru_cache(maxsize=None)
+def sanitizer_runtimes():
+    """The sanitizer runtimes SHIM was linked with (libasan first), e.g. ("libasan.so.8",
+    "libubsan.so.1"); () for the normal shim. A sanitizer-built shim can only be preloaded after
+    them: ASan must be the first library of the process."""
+    if not SHIM.exists():
+        return ()
+    out = subprocess.run(["readelf", "-d", str(SHIM)], capture_output=True, text=True).stdout
+    libs = re.findall(r"\(NEEDED\)\s+Shared library: \[(lib(?:asan|ubsan)\.so[^\]]*)\]", out)
+    return tuple(sorted(libs, key=lambda n: not n.startswith("libasan")))
+
+
+def sanitizer_preload():
+    """What goes before a sanitizer-built SHIM in LD_PRELOAD: its runtimes, then the stub built
+    beside it by `make shim-asan` (tests/integration/asan_stub.c says why: without it every program
+    linking libpq or MariaDB's client deadlocks at exit under a preloaded ASan)."""
+    runtimes = sanitizer_runtimes()
+    if not runtimes:
+        return []
+    stub = SHIM.parent / "libleakshim-asan-stub.so"
+    if not stub.exists():
+        raise FileNotFoundError(f"{stub} is not built (run `make shim-asan`)")
+    return [*runtimes, str(stub)]
+
+
+@functools.lru_cache(maxsize=None)
+def sanitizer_log_dir():
+    """Where the sanitizers of a sanitizer-built shim write their reports (conftest.py fails a test
+    that leaves one); None for the normal shim."""
+    if not sanitizer_runtimes():
+        return None
+    return Path(tempfile.mkdtemp(prefix="leakshim-sanitizers-"))
+
+
+def sanitizer_env():
+    """ASAN_OPTIONS/UBSAN_OPTIONS for a sanitizer-built shim ({} for the normal one). detect_leaks=0:
+    LeakSanitizer would report the host's own allocations (and the drivers'), not the shim's bugs.
+    Reports go to files, not to the program's stderr, so that tests comparing stderr still see the
+    program's own output, and a report fails the test even when its exit status is not checked."""
+    logs = sanitizer_log_dir()
+    if logs is None:
+        return {}
+    return {
+        "ASAN_OPTIONS": f"detect_leaks=0:halt_on_error=1:abort_on_error=0:log_path={logs}/asan",
+        "UBSAN_OPTIONS": f"halt_on_error=1:print_stacktrace=1:log_path={logs}/ubsan",
+    }
+
+
 def shim_env(options="", env=None):
-    """os.environ plus `env`, with LD_PRELOAD=SHIM and LEAKSHIM_OPTIONS=options."""
+    """os.environ plus `env`, with LD_PRELOAD=SHIM (after its sanitizer runtimes, if it has any)
+    and LEAKSHIM_OPTIONS=options."""
     if not SHIM.exists():
         raise FileNotFoundError(f"{SHIM} is not built (run `make`)")
     e = dict(os.environ)
+    e.update(sanitizer_env())
     if env:
         e.update({k: str(v) for k, v in env.items()})
-    e["LD_PRELOAD"] = str(SHIM)
+    e["LD_PRELOAD"] = ":".join([*sanitizer_preload(), str(SHIM)])
     e["LEAKSHIM_OPTIONS"] = options_string(options)
     return e
 

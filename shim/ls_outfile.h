@@ -1,0 +1,31 @@
+/*
+ * Report destinations (outfile.c). A report holds peer addresses and stacks, and the shim often
+ * runs inside root services, so the report path must never become a way to write into, or read
+ * from, a file someone else prepared: a predictable name such as /tmp/x.%p.txt is easy to plant.
+ * Used by report.c; unit-tested in tests/unit/test_outfile.c.
+ */
+#ifndef LS_OUTFILE_H
+#define LS_OUTFILE_H
+
+#include <stddef.h>
+
+/* The process's own fd that path names (/dev/stdin, /dev/stdout, /dev/stderr, /dev/fd/N,
+ * /proc/self/fd/N), or -1 when path names a file. */
+int ls_out_fd_of(const char *path);
+
+/* Opens path for appending a report. Returns an fd, or -1 with a one-line human reason in why
+ * (it does not repeat the path). *owned is 1 when the fd was opened here (close it with
+ * ls_sys_close) and 0 when path named one of the process's own fds (leave it open).
+ * Rules:
+ *  - a path naming an fd (ls_out_fd_of) is that fd, if it is open for writing; nothing is opened;
+ *  - the directory holding the file, and each directory above it, must not be writable by others
+ *    without the sticky bit (anyone could swap the file or the directory);
+ *  - a missing file is created O_EXCL, mode 0600 whatever the umask;
+ *  - an existing one is opened without O_CREAT and never through a symbolic link; it must be a
+ *    regular file owned by geteuid(), with one link and not writable by group or others, or a
+ *    character device (/dev/null, a tty), or a FIFO owned by geteuid() or root that has a reader
+ *    (never waits for one);
+ *  - writes append (O_APPEND): live warnings and then the exit report go to the same file. */
+int ls_out_open(const char *path, int *owned, char *why, size_t whycap);
+
+#endif
