@@ -55,10 +55,11 @@ sample_libs = $(strip $(if $(filter pq_%,$(1)),$(lib_pq)) $(if $(filter redis_%,
 .PHONY: all deps demo test unit unit-asan integration bench install uninstall clean format-check options-md
 all: $(SHIM) $(TOOL) $(SAMPLE_BIN)
 
+# -z now: no lazy PLT resolver (kilobytes of stack) runs inside a hook on the host's thread.
 $(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
-		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -lunwind -ldl -lpthread
+		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,now -ldl -lpthread
 
 $(TOOL): $(TOOL_SRC) $(SHIM_HDR)
 	$(call msg,CCLD,$@)
@@ -102,10 +103,71 @@ unit-asan:
 	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -o $(ASAN_DIR)/leakshim $(TOOL_SRC)
 	$(Q)LEAKSHIM_TOOL=$(ASAN_DIR)/leakshim $(PYTHON) -m pytest -q tests/integration/test_tool.py
 
+# The shim itself built with ASan+UBSan, and the integration tests run with it preloaded after the
+# sanitizer runtimes (tests/integration/helpers.py); tests marked no_asan cannot run under it.
+.PHONY: shim-asan integration-asan
+ASAN_SHIM := $(ASAN_DIR)/libleakshim.so
+ASAN_STUB := $(ASAN_DIR)/libleakshim-asan-stub.so
+shim-asan: $(ASAN_SHIM) $(ASAN_STUB)
+$(ASAN_SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map
+	@mkdir -p $(ASAN_DIR)
+	$(call msg,ASAN,$@)
+	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
+		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,now -ldl -lpthread
+
+# Preloaded after libasan by the tests: see the comment in tests/integration/asan_stub.c.
+$(ASAN_STUB): tests/integration/asan_stub.c
+	@mkdir -p $(ASAN_DIR)
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CSTD) $(WARN) -O2 -fPIC -shared -o $@ $<
+
+integration-asan: all shim-asan $(PROG_BIN)
+	$(Q)LEAKSHIM_TEST_SHIM=$(ASAN_SHIM) $(PYTHON) -m pytest -q -m 'not no_asan' tests/integration
+
 integration: all $(PROG_BIN)
 	$(PYTHON) -m pytest -q tests/integration
 
-test: format-check all unit unit-asan integration
+test: format-check all unit unit-asan integration integration-asan fuzz-smoke
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c, Debian's clang 14), each linking only the core files it
+# needs. A run starts from an empty scratch corpus in build/fuzz (new inputs land there, never in
+# the repository) plus the checked-in seeds; crash files go to build/fuzz/ too. `make fuzz` runs
+# each target FUZZ_SECONDS; `make fuzz-smoke` (part of `make test`) 10 s each.
+.PHONY: fuzz fuzz-smoke fuzz-build
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(CSTD) $(WARN) -Ishim
+FUZZ_NAMES   := options suppress
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+fuzz_src_options  := shim/options.c shim/rawio.c
+fuzz_src_suppress := shim/suppress.c shim/options.c shim/rawio.c
+fuzz_libs_suppress := -lpthread
+
+fuzz-build: $(FUZZ_BIN)
+.SECONDEXPANSION:
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(fuzz_src_$$*) $(SHIM_HDR)
+	@mkdir -p $(FUZZ_DIR)
+	$(call msg,FUZZCC,$@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(fuzz_src_$*) $(fuzz_libs_$*)
+
+# -close_fd_mask=2: libFuzzer and the sanitizers keep a private copy of stderr, so a target's own
+# warnings stay out of the log. The summary line is the final stats; the full log is kept.
+fuzz_run = set -e; for t in $(FUZZ_NAMES); do \
+	scratch=$(FUZZ_DIR)/corpus-$$t; log=$(FUZZ_DIR)/fuzz_$$t.log; rm -rf $$scratch; mkdir -p $$scratch; \
+	printf '  %-7s %s, %ss\n' FUZZ $$t $(1); \
+	if ! $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(1) -timeout=10 -close_fd_mask=2 \
+		-print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/fuzz_$$t- $$scratch tests/fuzz/corpus/$$t >$$log 2>&1; then \
+		tail -n 40 $$log; echo "fuzz_$$t FAILED: see $$log and $(FUZZ_DIR)/fuzz_$$t-*"; exit 1; fi; \
+	awk '/^stat::number_of_executed_units/ {r=$$2} /^stat::average_exec_per_sec/ {e=$$2} \
+		/^Done [0-9]+ runs in/ {s=$$5} END {printf "          %s runs in %s s, %s exec/s, no crash\n", r, s, e}' $$log; \
+	done
+
+fuzz: $(FUZZ_BIN)
+	@$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-smoke: $(FUZZ_BIN)
+	@$(call fuzz_run,10)
 
 # Debian packages (build, servers for the tests, Python drivers) and the MongoDB wire server.
 deps:
@@ -123,6 +185,7 @@ options-md: $(TOOL)
 
 FMT_SRC := $(wildcard shim/*.c shim/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/integration/progs/*.c \
 	tests/bench/*.c samples/*.c)
+FMT_SRC += $(wildcard tests/fuzz/*.c)
 format-check:
 	$(Q)clang-format --dry-run --Werror $(FMT_SRC) && echo "  FORMAT  ok"
 

@@ -22,8 +22,9 @@
  *    PyGILState_Ensure around the walk. Driver wrappers that open a socket (redis-py, pymongo)
  *    capture the stack while they hold the GIL and scope it to the connect, so those connects
  *    never wait for the GIL inside connect().
- *  - The dump signal: hook_signal.c keeps the shim's handler installed when Python's
- *    signal.signal() calls sigaction (chaining to Python's handler), so nothing is needed here.
+ *  - The dump signal: when Python's signal.signal() installs a handler, it is installed for real
+ *    (hook_signal.c); `leakshim dump` talks to the reporter thread over its private socket, so
+ *    nothing is needed here.
  */
 #include "leakshim.h"
 

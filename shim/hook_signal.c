@@ -1,36 +1,36 @@
-/* The dump signal. Our handler only posts a semaphore (see ls_trigger_dump). If the host installs
- * its own handler for that signal (Python's signal.signal does, for instance), we keep ours
- * installed, remember the host's, and call it after waking the reporter: the host's handler runs
- * exactly as before and `leakshim dump` keeps working. sigaction() queries answer with the host's
- * handler, so the host sees the disposition it set. Other signals pass straight through. */
+/* The dump signal (`signal=`, default USR2): taken only while the host leaves it alone.
+ *
+ * The host's choice always wins at the kernel level. When the host installs a handler or SIG_IGN
+ * for that signal, it is installed for real, not wrapped: the host's handler runs exactly as
+ * before, SA_RESETHAND resets, an ignored signal interrupts nothing and stays ignored across exec,
+ * a signalfd reader gets every signal. Only while the host's disposition is SIG_DFL (at start, or
+ * when the host sets SIG_DFL again) is the shim's handler installed, and `kill -USR2 PID` then
+ * writes a snapshot to the report destination instead of killing the process: the one changed
+ * disposition the design allows. An inherited SIG_IGN (nohup-style) is left alone.
+ *
+ * `leakshim dump` does not use the signal at all (it talks to the reporter thread over a private
+ * socket, see init.c), so it works whatever the host does with the signal.
+ *
+ * The handler reads no shared state (it only sets a flag), so a host switching dispositions from
+ * several threads while the signal arrives cannot make it jump through a half-written pointer. */
 #include "leakshim.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
-static struct sigaction host_sa; /* what the host believes is installed for the dump signal */
-static volatile sig_atomic_t host_sa_set;
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
+static int owned;                  /* our handler is what the kernel has */
+static struct sigaction host_view; /* while owned: the SIG_DFL disposition the host set, with its flags */
 
-/* Signal handler: async-signal-safe only (gettid is a plain syscall). */
-static void dump_handler(int sig, siginfo_t *info, void *uctx)
+/* Signal handler: async-signal-safe (ls_trigger_dump sets a flag, keeps errno). */
+static void dump_handler(int sig)
 {
+    (void)sig;
     ls_trigger_dump();
-    /* `leakshim dump` aims tgkill at our reporter thread: that request is ours alone and must not
-     * run the host's handler (gunicorn's USR2 means "upgrade the binary"). A process-directed
-     * kill -USR2 is the user's, and the host's handler runs as it always did. */
-    if (info && info->si_code == SI_TKILL && ls_reporter_tid && gettid() == ls_reporter_tid)
-        return;
-    if (!host_sa_set)
-        return;
-    if (host_sa.sa_flags & SA_SIGINFO) {
-        if (host_sa.sa_sigaction)
-            host_sa.sa_sigaction(sig, info, uctx);
-    } else if (host_sa.sa_handler != SIG_DFL && host_sa.sa_handler != SIG_IGN && host_sa.sa_handler) {
-        host_sa.sa_handler(sig);
-    }
 }
 
 static int resolve(void)
@@ -40,69 +40,93 @@ static int resolve(void)
     return real_sigaction != NULL;
 }
 
-static int install(int flags, const sigset_t *mask)
+/* SA_RESTART: a dump must not make the host's restartable calls fail with EINTR. */
+static int install_ours(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = dump_handler;
-    sa.sa_flags = (flags & ~(SA_RESETHAND | SA_SIGINFO)) | SA_SIGINFO;
-    if (mask)
-        sa.sa_mask = *mask;
-    else
-        sigemptyset(&sa.sa_mask);
+    sa.sa_handler = dump_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
     return real_sigaction(ls_opt.signal, &sa, NULL);
 }
 
-/* Constructor context. Takes the signal only if nobody handles it yet; otherwise chains. */
+static int is_ours(const struct sigaction *k)
+{
+    return !(k->sa_flags & SA_SIGINFO) && k->sa_handler == dump_handler;
+}
+
+/* Constructor context. Takes the signal only if its disposition is SIG_DFL. */
 void ls_signal_install(void)
 {
     if (ls_opt.signal <= 0 || !resolve())
         return;
-    struct sigaction old;
-    if (real_sigaction(ls_opt.signal, NULL, &old) != 0)
+    struct sigaction cur;
+    if (real_sigaction(ls_opt.signal, NULL, &cur) != 0 || cur.sa_handler != SIG_DFL)
         return;
-    if (old.sa_handler == SIG_IGN && !(old.sa_flags & SA_SIGINFO)) {
-        /* An inherited SIG_IGN (nohup-style) stays the host's choice; we still dump. */
-    }
-    if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) {
-        host_sa = old;
-        host_sa_set = 1;
-    }
-    /* SA_RESTART: a dump must not make the host's blocking calls fail with EINTR. */
-    if (install(SA_RESTART, NULL) != 0)
-        ls_warn("cannot install the handler for SIG%s: %s; signal dumps are off", ls_signal_name(ls_opt.signal),
-                strerror(errno));
+    memset(&host_view, 0, sizeof host_view);
+    host_view.sa_handler = SIG_DFL;
+    if (install_ours() == 0)
+        owned = 1;
+    else
+        ls_warn("cannot install the handler for SIG%s: %s; `kill -%s` dumps are off (leakshim dump still works)",
+                ls_signal_name(ls_opt.signal), strerror(errno), ls_signal_name(ls_opt.signal));
 }
 
+/* atfork prepare/parent/child: the lock must not be inherited held. */
+void ls_signal_atfork(int phase)
+{
+    if (phase == 0)
+        pthread_mutex_lock(&sig_lock);
+    else if (phase == 1)
+        pthread_mutex_unlock(&sig_lock);
+    else
+        pthread_mutex_init(&sig_lock, NULL);
+}
+
+/* May be called from the host's signal handlers (sigaction is async-signal-safe): every signal is
+ * blocked while sig_lock is held, so a handler on this thread cannot find it taken. */
 LEAKSHIM_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     if (!resolve()) {
         errno = ENOSYS;
         return -1;
     }
-    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0)
+    /* A vfork child shares our memory: it must not change what the parent believes. */
+    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || !ls_registry_owner())
         return real_sigaction(sig, act, old);
-    /* The host is touching our dump signal: answer from, and record into, host_sa. */
-    struct sigaction prev;
-    if (host_sa_set)
-        prev = host_sa;
-    else {
-        memset(&prev, 0, sizeof prev);
-        prev.sa_handler = SIG_DFL;
+    sigset_t all, prevmask;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &prevmask);
+    pthread_mutex_lock(&sig_lock);
+    struct sigaction kernel, prev;
+    int ret = real_sigaction(sig, NULL, &kernel);
+    if (ret == 0) {
+        if (owned && !is_ours(&kernel))
+            owned = 0; /* changed behind our back (sigset, a raw syscall): the kernel is the truth */
+        prev = owned ? host_view : kernel;
+        if (act && act->sa_handler == SIG_DFL) {
+            ret = install_ours();
+            if (ret == 0) {
+                owned = 1;
+                host_view = *act;
+            }
+        } else if (act) {
+            ret = real_sigaction(sig, act, NULL);
+            if (ret == 0)
+                owned = 0;
+        }
     }
-    if (act) {
-        int ret = install(act->sa_flags, &act->sa_mask); /* validates like the real call would */
-        if (ret != 0)
-            return ret;
-        host_sa_set = 0;
-        host_sa = *act;
-        host_sa_set = 1;
-    }
-    if (old)
+    int e = errno;
+    pthread_mutex_unlock(&sig_lock);
+    pthread_sigmask(SIG_SETMASK, &prevmask, NULL);
+    errno = e;
+    if (ret == 0 && old)
         *old = prev;
-    return 0;
+    return ret;
 }
 
+/* glibc's signal() calls its internal sigaction, which no hook sees: route it through ours. */
 LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
 {
     if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0) {

@@ -129,10 +129,13 @@ LEAKSHIM_EXPORT int fcntl(int fd, int cmd, ...){FCNTL_BODY(fcntl)}
 
 LEAKSHIM_EXPORT int fcntl64(int fd, int cmd, ...){FCNTL_BODY(fcntl64)}
 
+/* Forget-before-close only for closes that will happen: flags the kernel refuses (EINVAL) or
+ * CLOSE_RANGE_CLOEXEC (closes at exec, not now) close nothing now. */
 LEAKSHIM_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
     REQUIRE(close_range, -1);
-    if (!ls_in_shim && first <= last && !(flags & CLOSE_RANGE_CLOEXEC)) {
+    unsigned known = CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC;
+    if (!ls_in_shim && first <= last && !((unsigned)flags & ~known) && !(flags & CLOSE_RANGE_CLOEXEC)) {
         int e = errno;
         ls_in_shim++;
         ls_on_close_range(first, last);
@@ -174,6 +177,24 @@ LEAKSHIM_EXPORT int fclose(FILE *fp)
         errno = e;
     }
     return REAL(fclose)(fp);
+}
+
+/* Resolved up front (before main), so a hook's first call does not run dlsym on the host's stack
+ * (a small thread stack, a signal handler); hooks still resolve lazily if they run earlier. */
+__attribute__((constructor)) static void resolve_socket_hooks(void)
+{
+    RESOLVE(socket);
+    RESOLVE(connect);
+    RESOLVE(close);
+    RESOLVE(dup);
+    RESOLVE(dup2);
+    RESOLVE(dup3);
+    RESOLVE(fcntl);
+    RESOLVE(fcntl64);
+    RESOLVE(close_range);
+    RESOLVE(closefrom);
+    RESOLVE(fclose);
+    RESOLVE(fork);
 }
 
 LEAKSHIM_EXPORT pid_t fork(void)

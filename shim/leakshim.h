@@ -43,6 +43,15 @@ double ls_now(void);                                   /* CLOCK_REALTIME seconds
 double ls_mono(void);                                  /* CLOCK_MONOTONIC seconds */
 int ls_sys_close(int fd);                              /* raw syscall close, bypasses every hook */
 int ls_write_all(int fd, const void *buf, size_t len); /* retries EINTR/partial; 0 or -1 */
+/* The host's fd n as an fd this thread can use: n itself, or on the reporter thread (which has
+ * an fd table of its own) a private duplicate; give it back with ls_host_fd_done. -1 if gone. */
+extern LS_TLS int ls_fds_private;
+extern int ls_self_pidfd;
+int ls_host_fd(int n);
+void ls_host_fd_done(int n, int got);
+struct stat;
+int ls_host_fstat(int n, struct stat *st);             /* fstat of the host's fd n */
+int ls_write_host(int n, const void *buf, size_t len); /* ls_write_all to the host's fd n */
 /* One line to stderr prefixed "leakshim: ". Not for signal handlers (uses vsnprintf). */
 void ls_warn(const char *fmt, ...) LS_PRINTF(1, 2);
 
@@ -57,6 +66,12 @@ void ls_buf_puts(ls_buf *b, const char *s);
 void ls_buf_json_str(ls_buf *b, const char *s);       /* quoted, escaped JSON string; NULL -> null */
 void ls_buf_fixed(ls_buf *b, double v, int decimals); /* like %.Nf, N <= 6, without printf */
 void ls_buf_free(ls_buf *b);
+
+/* ---------------------------------------------------------------- private stacks (altstack.c)
+ * Runs fn(arg) on a pooled 256 KB stack (directly when already on one): what a hook records costs
+ * the host's stack a few hundred bytes, whatever capturing and first-time set-up need. */
+void ls_on_private_stack(void (*fn)(void *), void *arg);
+void ls_altstack_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
 
 /* ---------------------------------------------------------------- options (options.c) */
 enum ls_format { LS_FMT_TEXT, LS_FMT_JSON, LS_FMT_BOTH };
@@ -86,7 +101,6 @@ typedef struct ls_options {
     double interval;                /* timeline sample period, 0 = off */
     int verbosity;                  /* 0 quiet .. 2 chatty */
     int top;                        /* churn table rows */
-    char dump_dir[LS_PATH_LEN];     /* where signal snapshots are also written for `leakshim dump` */
     int help;
 } ls_options;
 
@@ -194,6 +208,13 @@ void ls_ctx_pop(ls_ctx prev);
 ls_ctx ls_ctx_current(void);
 
 void ls_registry_init(void);
+/* Called (outside the lock, on the host's thread) each time a socket or handle is tracked: the
+ * runtime starts the reporter thread the first time and keeps its channel open. A pointer, so the
+ * core does not depend on the runtime (unit tests leave it NULL). */
+extern void (*ls_on_track)(void);
+/* 1 in the process that owns the registry; 0 in a vfork child, which shares our memory and must
+ * not change it (its close() of an inherited socket is not the parent's). */
+int ls_registry_owner(void);
 /* Socket events from hook_socket.c (call after the real call succeeded). */
 void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len);
 void ls_on_close(int fd); /* call BEFORE the real close (forget-before-close rule) */
@@ -273,21 +294,50 @@ void ls_registry_unlock_all(int child);                    /* atfork parent/chil
 /* Takes the exit report once (later calls do nothing); returns the number of unsuppressed
  * leaks found. Python calls this from its own atexit, the C atexit handler afterwards. */
 int ls_report_exit(void);
-void ls_report_snapshot(void);         /* signal dump: report destination + dump_dir file */
-void ls_report_check_thresholds(void); /* live warnings; called by the reporter thread */
-int ls_exit_leaks(void);               /* leaks counted by the exit report (-1 if not taken) */
+void ls_report_snapshot(void);                   /* `kill -USR2` dump: to the report destination */
+void ls_report_snapshot_to(ls_buf *b, int json); /* `leakshim dump`: into b, for the private channel */
+void ls_report_check_thresholds(void);           /* live warnings; called by the reporter thread */
+int ls_exit_leaks(void);                         /* leaks counted by the exit report (-1 if not taken) */
 /* Builds a report into b (unit tests and the functions above). kind: 0 exit, 1 snapshot. */
 void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out);
 void ls_timeline_sample(void); /* reporter thread, every `interval` seconds */
 void ls_report_reset_after_fork(void);
+
+/* ---------------------------------------------------------------- suppressions (suppress.c)
+ * LSan's file format: one `leak:PATTERN` per line, `#` comments, blank lines; a pattern matches
+ * a function name, module path, Python file or function anywhere unless anchored with ^ or $.
+ * Patterns are added to the ones already loaded. Never in a signal handler (malloc, a mutex).
+ * Each file gets at most one warning line, so a wrong file cannot flood stderr. */
+#define LS_SUPP_MAX_FILE (1 << 20)          /* a larger file is refused: nobody writes 1 MiB of patterns */
+#define LS_SUPP_MAX_PATTERN 1024            /* a longer pattern is a bad line (fnmatch cost grows with it) */
 int ls_suppressions_load(const char *path); /* number of patterns, -1 on error (warned) */
-void ls_suppressions_add(const char *pattern);
+/* The parser behind load(), on a buffer (NUL bytes refuse it: not a text file); name is only
+ * used in the warning. Returns the number of patterns added, -1 if the buffer was refused. */
+int ls_suppressions_parse(const char *data, size_t len, const char *name);
+int ls_suppressions_add(const char *pattern); /* 0, or -1 if refused (empty: ^, $, ^$; too long) */
 void ls_suppressions_clear(void);
+int ls_suppressions_count(void);
+const char *ls_suppressions_pattern(int i);  /* as written, for tests; NULL if out of range */
+int ls_suppressions_match(const char *name); /* 1 if a pattern matches name */
+/* 1 if a pattern matches any frame of the stack (symbol or module; Python file or function). */
+int ls_stack_suppressed(ls_stack_id id);
+void ls_suppressions_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
+/* Copies s[0..len) into out (cap bytes, NUL-terminated) as one printable line: \n \r \t \\ and
+ * \xNN for other bytes outside 0x20-0x7e; cut at a whole escape with "..." if it does not fit.
+ * Returns strlen(out). For echoing user input in warnings (options.c). */
+size_t ls_escape(char *out, size_t cap, const char *s, size_t len);
 
 /* ---------------------------------------------------------------- runtime (init.c) */
 void ls_init(void);             /* idempotent; constructor and first hook */
-void ls_trigger_dump(void);     /* async-signal-safe: wake the reporter thread */
 void ls_after_fork_child(void); /* fork() hook, child side, normal context */
-extern pid_t ls_reporter_tid;
+
+/* ---------------------------------------------------------------- reporter thread (reporter.c) */
+void ls_trigger_dump(void);      /* async-signal-safe: the reporter dumps at its next tick */
+int ls_take_dump_request(void);  /* 1 if a dump was asked for (and clears the request) */
+void ls_reporter_start(void);    /* once per process */
+void ls_reporter_on_track(void); /* something was tracked: channel open, thread started */
+int ls_reporter_started(void);
+void ls_reporter_after_fork(void);       /* atfork child: async-signal-safe */
+void ls_reporter_restart_in_child(void); /* fork() hook, child side */
 
 #endif

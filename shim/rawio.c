@@ -3,9 +3,12 @@
 #include "leakshim.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,21 +35,81 @@ int ls_sys_close(int fd)
     return (int)syscall(SYS_close, fd);
 }
 
-/* Async-signal-safe. */
+/* Async-signal-safe. A report written into a pipe whose reader is gone must not kill the host
+ * with SIGPIPE: the signal is blocked on this thread for the write, and the one our write raised
+ * is taken back (unless one was already pending, which stays the host's). */
 int ls_write_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;
+    int ret = 0;
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    int was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            ret = -1;
+            break;
         }
         p += n;
         len -= (size_t)n;
     }
-    return 0;
+    int e = errno;
+    if (ret < 0 && e == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return ret;
+}
+
+/* ------------------------------------------------------------------ the host's fds
+ * The reporter thread has an fd table of its own (unshare(CLONE_FILES), see reporter.c): nothing
+ * it opens can take a number the host is about to be given. There, a host fd is reached through
+ * pidfd_getfd, as a private duplicate; everywhere else the number is used as it is. */
+LS_TLS int ls_fds_private;
+int ls_self_pidfd = -1;
+
+int ls_host_fd(int fd)
+{
+    if (LS_LIKELY(!ls_fds_private))
+        return fd;
+    return (int)syscall(SYS_pidfd_getfd, ls_self_pidfd, fd, 0U);
+}
+
+/* got is a private duplicate on the reporter thread (whatever its number): close it there. */
+void ls_host_fd_done(int fd, int got)
+{
+    (void)fd;
+    if (ls_fds_private && got >= 0)
+        ls_sys_close(got);
+}
+
+/* fstat of the host's fd (a path lookup, no duplicate, from the reporter thread). */
+int ls_host_fstat(int fd, struct stat *st)
+{
+    if (LS_LIKELY(!ls_fds_private))
+        return fstat(fd, st);
+    char path[40];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return stat(path, st);
+}
+
+int ls_write_host(int fd, const void *buf, size_t len)
+{
+    int h = ls_host_fd(fd);
+    if (h < 0)
+        return -1;
+    int r = ls_write_all(h, buf, len);
+    int e = errno;
+    ls_host_fd_done(fd, h);
+    errno = e;
+    return r;
 }
 
 void ls_warn(const char *fmt, ...)
@@ -64,7 +127,7 @@ void ls_warn(const char *fmt, ...)
     if (len > sizeof line - 2)
         len = sizeof line - 2;
     line[len++] = '\n';
-    ls_write_all(2, line, len);
+    ls_write_host(2, line, len);
     errno = saved;
 }
 

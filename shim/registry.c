@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -62,8 +63,31 @@ static LS_TLS uint64_t tls_pending[8]; /* inodes connected in a ctx whose handle
 static LS_TLS int tls_npending;
 static LS_TLS int tls_tid;
 
+void (*ls_on_track)(void);
+static pid_t owner_pid; /* 0 until ls_registry_init (unit tests): every caller is the owner */
+
+/* A raw getpid: only on paths that change the registry (a tracked fd closes, a socket connects),
+ * never on an untracked close. */
+int ls_registry_owner(void)
+{
+    pid_t o = __atomic_load_n(&owner_pid, __ATOMIC_RELAXED);
+    return o == 0 || (pid_t)syscall(SYS_getpid) == o;
+}
+#define OWNER_OR_RETURN(...)                                                                                           \
+    do {                                                                                                               \
+        if (LS_UNLIKELY(!ls_registry_owner()))                                                                         \
+            return __VA_ARGS__;                                                                                        \
+    } while (0)
+
+static void tracked(void)
+{
+    if (ls_on_track)
+        ls_on_track();
+}
+
 void ls_registry_init(void)
 {
+    owner_pid = (pid_t)syscall(SYS_getpid);
     if (fdtab)
         return;
     void *p = mmap(NULL, FDTAB_MAX * sizeof(conn *), PROT_READ | PROT_WRITE,
@@ -319,6 +343,7 @@ void ls_on_socket_new(int fd)
 {
     if (LS_LIKELY(!ls_fd_tracked(fd)))
         return;
+    OWNER_OR_RETURN();
     /* The number was closed behind our back (syscall, fclose of an unknown FILE...) and reused. */
     pthread_mutex_lock(&reg_lock);
     if (fd_get(fd)) {
@@ -349,10 +374,17 @@ static void attach_locked(conn *c, uintptr_t h)
     e->socks_ever++;
 }
 
+struct connect_args {
+    int fd;
+    const struct sockaddr *addr;
+    socklen_t len;
+};
+static void record_connect(void *arg);
+
 void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    ls_ctx ctx = tls_ctx;
-    int db = ctx.driver != 0 || ls_classify(addr, len);
+    OWNER_OR_RETURN();
+    int db = tls_ctx.driver != 0 || ls_classify(addr, len);
     if (!db && ls_opt.track == LS_TRACK_ALL && addr &&
         (addr->sa_family == AF_INET || addr->sa_family == AF_INET6 || addr->sa_family == AF_UNIX)) {
         int type = 0;
@@ -363,6 +395,18 @@ void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
         ls_on_socket_new(fd); /* a stale entry under this number is dead */
         return;
     }
+    /* Stacks, allocation and a first-time thread start: on a private stack, not the host's. */
+    struct connect_args a = {fd, addr, len};
+    ls_on_private_stack(record_connect, &a);
+}
+
+static void record_connect(void *arg)
+{
+    const struct connect_args *a = arg;
+    int fd = a->fd;
+    const struct sockaddr *addr = a->addr;
+    socklen_t len = a->len;
+    ls_ctx ctx = tls_ctx;
     struct stat st;
     if (fstat(fd, &st) != 0)
         return;
@@ -415,6 +459,7 @@ void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
      * through its handle's creation stack instead (its own starts deep inside the driver). */
     if (!ctx.driver)
         ls_stack_count(pystack ? pystack : stack); /* a Python stack alone says where */
+    tracked();
 }
 
 /* Called before the real close (forget-before-close), so another thread cannot be handed the same
@@ -423,6 +468,7 @@ void ls_on_close(int fd)
 {
     if (LS_LIKELY(!ls_fd_tracked(fd)))
         return;
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     unmap_fd(fd);
     pthread_mutex_unlock(&reg_lock);
@@ -430,6 +476,7 @@ void ls_on_close(int fd)
 
 void ls_on_close_range(unsigned lo, unsigned hi)
 {
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     conn *c, *tmp;
     HASH_ITER(hh, conns, c, tmp)
@@ -453,6 +500,7 @@ void ls_on_dup(int oldfd, int newfd)
         return;
     if (!ls_fd_tracked(oldfd) && !ls_fd_tracked(newfd))
         return;
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     if (fd_get(newfd))
         unmap_fd(newfd); /* dup2/dup3 closed it */
@@ -465,6 +513,7 @@ void ls_on_dup(int oldfd, int newfd)
 /* fork child (before any other thread exists): everything in the table belongs to the parent. */
 void ls_on_fork_child(void)
 {
+    owner_pid = (pid_t)syscall(SYS_getpid);
     conn *c, *tmp;
     HASH_ITER(hh, conns, c, tmp) c->inherited = 1;
     handle *h, *htmp;
@@ -475,12 +524,25 @@ void ls_on_fork_child(void)
 
 static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack);
 
+struct handle_args {
+    int driver, kind;
+    uintptr_t h, pool;
+};
+
+static void record_handle(void *arg)
+{
+    const struct handle_args *a = arg;
+    ls_stack_id pystack = ls_pystack_capture();
+    handle_open_with(a->driver, a->kind, a->h, a->pool, ls_stack_capture(), pystack);
+}
+
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
     if (!h)
         return;
-    ls_stack_id pystack = ls_pystack_capture();
-    handle_open_with(driver, kind, h, pool, ls_stack_capture(), pystack);
+    OWNER_OR_RETURN();
+    struct handle_args a = {driver, kind, h, pool};
+    ls_on_private_stack(record_handle, &a);
 }
 
 static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack)
@@ -513,6 +575,7 @@ static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, 
     }
     pthread_mutex_unlock(&reg_lock);
     ls_stack_count(pystack ? pystack : stack);
+    tracked();
 }
 
 int ls_handle_known(uintptr_t h)
@@ -525,6 +588,7 @@ int ls_handle_known(uintptr_t h)
 
 void ls_handle_close(uintptr_t h)
 {
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     handle *e = handle_get(h);
     if (e) {
@@ -547,6 +611,7 @@ void ls_handle_adopt_fd(uintptr_t h, int fd)
 {
     if (fd < 0 || !h)
         return;
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     conn *c = fd_get(fd);
     if (c)
@@ -572,6 +637,7 @@ void ls_handle_adopt_fd(uintptr_t h, int fd)
 
 void ls_handle_adopt_pending(uintptr_t h)
 {
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     for (int i = 0; i < tls_npending; i++) {
         conn *c;
@@ -585,6 +651,7 @@ void ls_handle_adopt_pending(uintptr_t h)
 
 void ls_handle_release_fd(uintptr_t h, int fd)
 {
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     conn *c = fd_get(fd);
     if (c && c->handle == h) {
@@ -594,10 +661,23 @@ void ls_handle_release_fd(uintptr_t h, int fd)
     pthread_mutex_unlock(&reg_lock);
 }
 
+struct checkout_args {
+    uintptr_t pool, client;
+};
+static void record_checkout(void *arg);
+
 void ls_pool_checkout(uintptr_t pool, uintptr_t client)
 {
     if (!client)
         return;
+    OWNER_OR_RETURN();
+    struct checkout_args a = {pool, client};
+    ls_on_private_stack(record_checkout, &a);
+}
+
+static void record_checkout(void *arg)
+{
+    uintptr_t pool = ((const struct checkout_args *)arg)->pool, client = ((const struct checkout_args *)arg)->client;
     /* A checkout happens per request: when the Python stack names the line, the interpreter's
      * native frames add nothing but cost. */
     ls_stack_id pystack = ls_pystack_capture();
@@ -623,6 +703,7 @@ void ls_pool_checkout(uintptr_t pool, uintptr_t client)
 
 void ls_pool_checkin(uintptr_t pool, uintptr_t client)
 {
+    OWNER_OR_RETURN();
     pthread_mutex_lock(&reg_lock);
     handle *e = handle_get(client);
     if (e) {
@@ -665,7 +746,10 @@ static double tcp_idle(int fd, const struct sockaddr_storage *peer)
         return -1;
     struct tcp_info ti;
     socklen_t len = sizeof ti;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+    int h = ls_host_fd(fd);
+    int r = h < 0 ? -1 : getsockopt(h, IPPROTO_TCP, TCP_INFO, &ti, &len);
+    ls_host_fd_done(fd, h);
+    if (r != 0)
         return -1;
     unsigned ms = ti.tcpi_last_data_sent < ti.tcpi_last_data_recv ? ti.tcpi_last_data_sent : ti.tcpi_last_data_recv;
     return ms / 1000.0;
@@ -690,7 +774,7 @@ int ls_registry_snapshot(ls_snapshot *s, int kernel_check)
             for (int i = c->nfds - 1; i >= 0; i--) {
                 struct stat st;
                 int fd = c->fds[i];
-                if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != c->ino) {
+                if (ls_host_fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_ino != c->ino) {
                     int last = c->nfds == 1;
                     closed_behind++;
                     unmap_fd(fd);

@@ -2,6 +2,7 @@
  * summary line last) and the JSON (schema "leakshim": 1) from the same grouped data. Runs in the
  * reporter thread, in atexit or in Python's atexit: never in a signal handler. */
 #include "leakshim.h"
+#include "ls_outfile.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,105 +56,6 @@ typedef struct group {
     size_t first, n; /* range in the sorted items */
 } group;
 
-/* ------------------------------------------------------------------ suppressions */
-
-#define MAX_SUPP 128
-static char *supp[MAX_SUPP];
-static int nsupp;
-static pthread_mutex_t supp_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void ls_suppressions_add(const char *pattern)
-{
-    /* LSan semantics: a pattern matches anywhere unless anchored with ^ or $. */
-    size_t n = strlen(pattern);
-    if (!n || nsupp >= MAX_SUPP)
-        return;
-    char *p = malloc(n + 3);
-    if (!p)
-        return;
-    size_t o = 0;
-    if (pattern[0] == '^')
-        pattern++, n--;
-    else
-        p[o++] = '*';
-    int anchored_end = n && pattern[n - 1] == '$';
-    memcpy(p + o, pattern, n - (size_t)anchored_end);
-    o += n - (size_t)anchored_end;
-    if (!anchored_end)
-        p[o++] = '*';
-    p[o] = 0;
-    pthread_mutex_lock(&supp_lock);
-    supp[nsupp++] = p;
-    pthread_mutex_unlock(&supp_lock);
-}
-
-void ls_suppressions_clear(void)
-{
-    pthread_mutex_lock(&supp_lock);
-    for (int i = 0; i < nsupp; i++)
-        free(supp[i]);
-    nsupp = 0;
-    pthread_mutex_unlock(&supp_lock);
-}
-
-int ls_suppressions_load(const char *path)
-{
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        ls_warn("cannot read suppressions file '%s': %s; no suppressions", path, strerror(errno));
-        return -1;
-    }
-    char line[512];
-    int n = 0, lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *s = line;
-        s[strcspn(s, "\r\n")] = 0;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (!*s || *s == '#')
-            continue;
-        if (!strncmp(s, "leak:", 5))
-            s += 5;
-        else if (strchr(s, ':') && strncmp(s, "leak:", 5)) {
-            ls_warn("suppressions file '%s' line %d: unknown type in '%s' (use leak:PATTERN); ignored", path, lineno,
-                    s);
-            continue;
-        }
-        ls_suppressions_add(s);
-        n++;
-    }
-    fclose(f);
-    return n;
-}
-
-static int supp_match(const char *s)
-{
-    for (int i = 0; i < nsupp; i++)
-        if (s && *s && !fnmatch(supp[i], s, 0))
-            return 1;
-    return 0;
-}
-
-static int stack_suppressed(ls_stack_id id)
-{
-    const ls_stack *st = ls_stack_get(id);
-    if (!st)
-        return 0;
-    for (int i = 0; i < st->n; i++) {
-        if (st->is_py) {
-            if (supp_match(st->pyframes[i].file) || supp_match(st->pyframes[i].func))
-                return 1;
-        } else {
-            ls_sym sym;
-            ls_symbolize(st->frames[i], &sym);
-            if (supp_match(sym.symbol) || supp_match(sym.module))
-                return 1;
-        }
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ formatting helpers */
 
 static void fmt_addr(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
@@ -187,7 +89,10 @@ static void fmt_local(int fd, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+    int h = ls_host_fd(fd);
+    int r = h < 0 ? -1 : getsockname(h, (struct sockaddr *)&ss, &len);
+    ls_host_fd_done(fd, h);
+    if (r != 0)
         snprintf(out, cap, "?");
     else
         fmt_addr(&ss, len, out, cap);
@@ -432,8 +337,8 @@ static size_t make_groups(item *it, size_t n, group *g)
         cur->nsocks += it[i].nsocks;
     }
     for (size_t i = 0; i < ng; i++)
-        if (cat_counts_as_leak(g[i].cat) && nsupp)
-            g[i].suppressed = stack_suppressed(g[i].stack) || stack_suppressed(g[i].pystack);
+        if (cat_counts_as_leak(g[i].cat))
+            g[i].suppressed = ls_stack_suppressed(g[i].stack) || ls_stack_suppressed(g[i].pystack);
     qsort(g, ng, sizeof *g, cmp_group);
     return ng;
 }
@@ -702,9 +607,7 @@ void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out)
     group *g = calloc(cap, sizeof *g);
     churn *ch = NULL;
     size_t n = it && g ? make_items(&s, kind, now, it) : 0;
-    pthread_mutex_lock(&supp_lock);
     size_t ng = it && g ? make_groups(it, n, g) : 0;
-    pthread_mutex_unlock(&supp_lock);
     size_t nch = make_churn(&s, &ch);
 
     int leaks = 0, leak_groups = 0, suppressed = 0, live = 0, checked_out = 0;
@@ -1088,28 +991,39 @@ static void expand_path(const char *pat, char *out, size_t cap)
     out[o < cap ? o : cap - 1] = 0;
 }
 
-/* Writes b to the report destination (suffix appended to the path); on any failure, one line
- * naming the problem and the report goes to stderr: a report is never silently lost. */
+/* Writes b to the report destination (suffix appended to the path). The file is opened by
+ * ls_out_open's rules (private, never through a symlink, never someone else's file); on any
+ * failure, one line naming the path and the reason, and the report goes to stderr: a report is
+ * never silently lost. */
 static void emit(const ls_buf *b, const char *suffix)
 {
     if (!b->data || !b->len)
         return;
     if (!strcmp(ls_opt.report, "stderr")) {
-        ls_write_all(2, b->data, b->len);
+        ls_write_host(2, b->data, b->len);
         return;
     }
-    char path[LS_PATH_LEN + 32], base[LS_PATH_LEN + 16];
+    char path[LS_PATH_LEN + 32], base[LS_PATH_LEN + 16], why[256];
     expand_path(ls_opt.report, base, sizeof base);
     snprintf(path, sizeof path, "%s%s", base, suffix);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0 || ls_write_all(fd, b->data, b->len) < 0) {
-        ls_warn("cannot write report to '%s': %s; writing it to stderr instead", path, strerror(errno));
-        ls_write_all(2, b->data, b->len);
+    int owned = 0;
+    int fd = ls_out_open(path, &owned, why, sizeof why);
+    /* not owned: one of the host's own fds (/dev/stderr, /proc/self/fd/N) */
+    if (fd >= 0 && (owned ? ls_write_all(fd, b->data, b->len) : ls_write_host(fd, b->data, b->len)) < 0)
+        snprintf(why, sizeof why, "write: %s", strerror(errno));
+    else if (fd >= 0)
+        why[0] = 0;
+    if (why[0]) {
+        ls_warn("cannot write report to '%s': %s; writing it to stderr instead", path, why);
+        if (fd != 2)
+            ls_write_host(2, b->data, b->len);
     }
-    if (fd >= 0)
+    if (fd >= 0 && owned)
         ls_sys_close(fd);
 }
 
+/* format=both: text to the destination, JSON to destination.json; a destination that is one of
+ * the process's fds (stderr, /dev/stdout, /dev/fd/N) takes both. */
 static void emit_report(ls_buf *text, ls_buf *json)
 {
     if (ls_opt.format == LS_FMT_TEXT)
@@ -1117,8 +1031,9 @@ static void emit_report(ls_buf *text, ls_buf *json)
     else if (ls_opt.format == LS_FMT_JSON)
         emit(json, "");
     else {
+        int one_fd = !strcmp(ls_opt.report, "stderr") || ls_out_fd_of(ls_opt.report) >= 0;
         emit(text, "");
-        emit(json, strcmp(ls_opt.report, "stderr") ? ".json" : "");
+        emit(json, one_fd ? "" : ".json");
     }
 }
 
@@ -1152,35 +1067,20 @@ void ls_report_reset_after_fork(void)
     tl_count = tl_next = 0;
 }
 
-/* Also writes the snapshot atomically (tmp + rename) into dump_dir for `leakshim dump PID`. */
+/* `kill -USR2`: the snapshot goes to the report destination, in the report's format(s). */
 void ls_report_snapshot(void)
 {
     ls_buf text = {0}, json = {0};
-    ls_report_build(&text, &json, 1, NULL);
+    ls_report_build(ls_opt.format != LS_FMT_JSON ? &text : NULL, ls_opt.format != LS_FMT_TEXT ? &json : NULL, 1, NULL);
     emit_report(&text, &json);
-    char dir[LS_PATH_LEN];
-    if (ls_opt.dump_dir[0])
-        snprintf(dir, sizeof dir, "%s", ls_opt.dump_dir);
-    else
-        snprintf(dir, sizeof dir, "%s", getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    const ls_buf *bufs[2] = {&json, &text};
-    const char *ext[2] = {"json", "txt"}; /* text last: the tool waits for it */
-    for (int i = 0; i < 2; i++) {
-        char tmp[LS_PATH_LEN + 64], final[LS_PATH_LEN + 64];
-        snprintf(tmp, sizeof tmp, "%s/leakshim.%d.dump.%s.tmp", dir, (int)getpid(), ext[i]);
-        snprintf(final, sizeof final, "%s/leakshim.%d.dump.%s", dir, (int)getpid(), ext[i]);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0 || ls_write_all(fd, bufs[i]->data ? bufs[i]->data : "", bufs[i]->len) < 0 ||
-            rename(tmp, final) < 0) {
-            if (ls_opt.verbosity > 0)
-                ls_warn("cannot write snapshot file '%s': %s (the snapshot went to the report destination)", final,
-                        strerror(errno));
-        }
-        if (fd >= 0)
-            ls_sys_close(fd);
-    }
     ls_buf_free(&text);
     ls_buf_free(&json);
+}
+
+/* `leakshim dump`: one format, into b (sent over the private channel, never to a file). */
+void ls_report_snapshot_to(ls_buf *b, int json)
+{
+    ls_report_build(json ? NULL : b, json ? b : NULL, 1, NULL);
 }
 
 /* Live warnings (HikariCP's leak detection): one line per checkout that outlives threshold. */
@@ -1206,7 +1106,7 @@ void ls_report_check_thresholds(void)
                       (unsigned long)h->pool, now - h->checkout_time, ls_opt.threshold);
         text_stack(&b, h->co_pystack, h->co_stack, "    ");
         if (ls_opt.format == LS_FMT_JSON) /* a text line would corrupt a JSON-only report file */
-            ls_write_all(2, b.data, b.len);
+            ls_write_host(2, b.data, b.len);
         else
             emit(&b, "");
         ls_buf_free(&b);

@@ -1,11 +1,22 @@
 /* Stack capture (libunwind, raw addresses only on the hot path), interning by hash so identical
  * stacks share one record, and report-time symbolization (dladdr + the module's own ELF .symtab,
- * so static functions of a program built without -rdynamic are still named). */
+ * so static functions of a program built without -rdynamic are still named).
+ *
+ * libunwind is loaded on the first capture (a process that never opens a database socket never
+ * loads it), and it owns no file descriptor: to check that memory is readable it keeps a pipe
+ * open on the lowest free fds (3 and 4) and reads and writes it while unwinding, so a daemon that
+ * closes every fd and reuses 3 and 4 got its own files read and written. Its imports of pipe2,
+ * read, write, close and syscall are redirected (GOT patch of libunwind alone) to stand-ins: the
+ * "pipe" is two numbers no fd can have, and "write one byte of addr into it" becomes a
+ * process_vm_readv of that byte from our own memory, which says EFAULT for unreadable memory
+ * without any fd. Every other call goes to libc unchanged. */
 #include "leakshim.h"
+#include "ls_got.h"
 #include "ls_uthash.h"
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <errno.h>
 #include <fcntl.h>
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
@@ -14,7 +25,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdarg.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 int ls_hash_oom;
@@ -76,7 +90,119 @@ static int self_phdr_cb(struct dl_phdr_info *info, size_t size, void *arg)
 void ls_stack_init_self(void)
 {
     dl_iterate_phdr(self_phdr_cb, (void *)(uintptr_t)&ls_stack_init_self);
-    unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+}
+
+/* ------------------------------------------------------------------ libunwind without fds */
+
+enum { UNW_FAKE_RD = -1000, UNW_FAKE_WR = -1001 }; /* numbers no fd can have */
+
+static int unw_pipe2(int fds[2], int flags)
+{
+    (void)flags;
+    fds[0] = UNW_FAKE_RD;
+    fds[1] = UNW_FAKE_WR;
+    return 0;
+}
+
+/* Is the byte at addr readable? Without an fd and without faulting. */
+static int readable(const void *addr)
+{
+    char byte;
+    struct iovec local = {&byte, 1}, remote = {(void *)addr, 1};
+    ssize_t n = syscall(SYS_process_vm_readv, (pid_t)syscall(SYS_getpid), &local, 1UL, &remote, 1UL, 0UL);
+    if (n == 1)
+        return 1;
+    if (errno == EFAULT)
+        return 0;
+    /* process_vm_readv refused (seccomp): rt_sigprocmask copies the set in before it checks `how`,
+     * so an invalid `how` answers EFAULT for unreadable memory and EINVAL, changing nothing, for
+     * readable memory. */
+    return syscall(SYS_rt_sigprocmask, 0x7fff, addr, NULL, (size_t)8) != 0 && errno != EFAULT;
+}
+
+static ssize_t unw_read(int fd, void *buf, size_t n)
+{
+    if (fd == UNW_FAKE_RD) {
+        errno = EAGAIN; /* "the pipe is empty": libunwind keeps it */
+        return -1;
+    }
+    return read(fd, buf, n);
+}
+
+static ssize_t validate_write(const void *addr)
+{
+    if (readable(addr)) {
+        errno = EAGAIN; /* not EINTR: libunwind loops while errno == EINTR */
+        return 1;
+    }
+    errno = EFAULT;
+    return -1;
+}
+
+static ssize_t unw_write(int fd, const void *buf, size_t n)
+{
+    if (fd == UNW_FAKE_WR)
+        return validate_write(buf);
+    return write(fd, buf, n);
+}
+
+static int unw_close(int fd)
+{
+    if (fd == UNW_FAKE_RD || fd == UNW_FAKE_WR)
+        return 0;
+    return close(fd);
+}
+
+static long unw_syscall(long nr, ...)
+{
+    va_list ap;
+    va_start(ap, nr);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    /* libunwind writes with syscall(SYS_write, int fd, ...): the fd is an int in a long's slot */
+    if (nr == SYS_write && (int)a[0] == UNW_FAKE_WR)
+        return validate_write((const void *)a[1]);
+    return syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+static const ls_got_hook unw_imports[] = {
+    {"pipe2", (void *)unw_pipe2}, {"read", (void *)unw_read},       {"write", (void *)unw_write},
+    {"close", (void *)unw_close}, {"syscall", (void *)unw_syscall},
+};
+
+static int (*unw_backtrace_fn)(void **, int);
+static pthread_once_t unw_once = PTHREAD_ONCE_INIT;
+static char unw_path[LS_PATH_LEN];
+
+static int is_libunwind(const char *objname, void *arg)
+{
+    (void)arg;
+    return unw_path[0] && !strcmp(objname, unw_path);
+}
+
+#define LS_STR2(x) #x
+#define LS_STR(x) LS_STR2(x) /* the arch-prefixed name behind libunwind's macros */
+
+/* Runs once, on a private stack (capture runs there). */
+static void unw_load(void)
+{
+    void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    void *bt = h ? dlsym(h, "unw_backtrace") : NULL;
+    Dl_info info;
+    if (!bt || !dladdr(bt, &info) || !info.dli_fname) {
+        ls_warn("libunwind.so.8 cannot be loaded (%s): native stacks are off", h ? "no unw_backtrace" : dlerror());
+        return;
+    }
+    snprintf(unw_path, sizeof unw_path, "%s", info.dli_fname);
+    ls_got_patch(is_libunwind, NULL, unw_imports, sizeof unw_imports / sizeof unw_imports[0]);
+    int (*policy)(unw_addr_space_t, unw_caching_policy_t) =
+        (int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, LS_STR(unw_set_caching_policy));
+    unw_addr_space_t *as = (unw_addr_space_t *)dlsym(h, LS_STR(unw_local_addr_space));
+    if (policy && as)
+        policy(*as, UNW_CACHE_PER_THREAD);
+    __atomic_store_n(&unw_backtrace_fn, (int (*)(void **, int))bt, __ATOMIC_RELEASE);
 }
 
 int ls_frame_is_self(void *pc)
@@ -183,7 +309,8 @@ ls_stack_id ls_stack_capture(void)
 {
     void *raw[LS_MAX_FRAMES + 16];
     int want = ls_opt.frames > 0 ? ls_opt.frames : 32;
-    int got = unw_backtrace(raw, want + 16), n = 0;
+    pthread_once(&unw_once, unw_load);
+    int got = unw_backtrace_fn ? unw_backtrace_fn(raw, want + 16) : 0, n = 0;
     /* Drop the shim's own frames wherever they are: a driver hook sits mid-stack. */
     for (int i = 0; i < got && n < want; i++)
         if (!ls_frame_is_self(raw[i]))

@@ -7,15 +7,17 @@
  */
 #include "../shim/leakshim.h"
 
+#include <ctype.h>
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -38,12 +40,6 @@ static void print_err(const char *msg, void *arg)
 {
     (*(int *)arg)++;
     fprintf(stderr, "leakshim: %s\n", msg);
-}
-
-static void quiet_err(const char *msg, void *arg)
-{
-    (void)msg;
-    (*(int *)arg)++;
 }
 
 static int validate(const char *opts)
@@ -109,11 +105,17 @@ static int cmd_run(int argc, char **argv)
     }
     /* Options already in the environment come first; --options override them (later wins). */
     const char *env_opts = getenv("LEAKSHIM_OPTIONS");
-    char merged[8192];
-    snprintf(merged, sizeof merged, "%s%s%s", env_opts ? env_opts : "", env_opts && *env_opts && opts ? ":" : "",
+    size_t mlen = (env_opts ? strlen(env_opts) : 0) + (opts ? strlen(opts) : 0) + 2;
+    char *merged = malloc(mlen); /* no fixed limit: options are never silently cut */
+    if (!merged) {
+        fprintf(stderr, "leakshim run: out of memory\n");
+        return 2;
+    }
+    snprintf(merged, mlen, "%s%s%s", env_opts ? env_opts : "", env_opts && *env_opts && opts ? ":" : "",
              opts ? opts : "");
     if (validate(merged)) {
         fprintf(stderr, "leakshim run: invalid options; nothing was started\n");
+        free(merged);
         return 2;
     }
     char shim[PATH_MAX];
@@ -121,41 +123,25 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr,
                 "leakshim run: cannot find libleakshim.so (looked beside this tool and in %s; set LEAKSHIM_LIB)\n",
                 LEAKSHIM_LIBDIR);
+        free(merged);
         return 2;
     }
     const char *pre = getenv("LD_PRELOAD");
-    char preload[PATH_MAX * 2];
-    snprintf(preload, sizeof preload, "%s%s%s", shim, pre && *pre ? ":" : "", pre ? pre : "");
-    setenv("LD_PRELOAD", preload, 1);
+    size_t plen = strlen(shim) + (pre ? strlen(pre) : 0) + 2;
+    char *preload = malloc(plen);
+    if (!preload) {
+        fprintf(stderr, "leakshim run: out of memory\n");
+        free(merged);
+        return 2;
+    }
+    snprintf(preload, plen, "%s%s%s", shim, pre && *pre ? ":" : "", pre ? pre : "");
+    setenv("LD_PRELOAD", preload, 1); /* setenv copies: ours are freed either way */
     setenv("LEAKSHIM_OPTIONS", merged, 1);
+    free(preload);
+    free(merged);
     execvp(argv[i], argv + i);
     fprintf(stderr, "leakshim run: cannot run '%s': %s\n", argv[i], strerror(errno));
     return 127;
-}
-
-/* Reads one KEY=VALUE from /proc/PID/environ (the environment the process started with). */
-static int proc_env(int pid, const char *key, char *out, size_t cap)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/environ", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -1;
-    size_t klen = strlen(key);
-    int found = -1;
-    char *line = NULL;
-    size_t lcap = 0;
-    ssize_t n;
-    while ((n = getdelim(&line, &lcap, '\0', f)) > 0) {
-        if (!strncmp(line, key, klen) && line[klen] == '=') {
-            snprintf(out, cap, "%s", line + klen + 1);
-            found = 0;
-            break;
-        }
-    }
-    free(line);
-    fclose(f);
-    return found;
 }
 
 static int has_shim(int pid)
@@ -173,9 +159,8 @@ static int has_shim(int pid)
     return found;
 }
 
-/* The shim's reporter thread is named "leakshim": a signal sent to it alone interrupts nothing
- * of the host's. */
-static int reporter_tid(int pid)
+/* Does the process have the shim's reporter thread (named "leakshim")? */
+static int has_reporter(int pid)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", pid);
@@ -183,21 +168,57 @@ static int reporter_tid(int pid)
     if (!d)
         return 0;
     struct dirent *e;
-    int tid = 0;
-    while (!tid && (e = readdir(d))) {
+    int found = 0;
+    while (!found && (e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
         char cpath[320], comm[32] = "";
         snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/comm", pid, e->d_name);
         FILE *f = fopen(cpath, "re");
         if (f) {
-            if (fgets(comm, sizeof comm, f) && !strncmp(comm, "leakshim\n", 9))
-                tid = atoi(e->d_name);
+            found = fgets(comm, sizeof comm, f) && !strcmp(comm, "leakshim\n");
             fclose(f);
         }
     }
     closedir(d);
-    return tid;
+    return found;
+}
+
+/* Connects to the target's private channel, "@leakshim.PID" (or ".1".."8" when the name was
+ * squatted), accepting only a socket whose owner is PID itself (SO_PEERCRED): a socket planted
+ * under that name by another process is never read. Returns the fd, or -1. */
+static int channel_connect(int pid)
+{
+    for (int k = 0; k <= 8; k++) {
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return -1;
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        int n = k ? snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "leakshim.%d.%d", pid, k)
+                  : snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "leakshim.%d", pid);
+        socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+        struct ucred cr;
+        socklen_t crlen = sizeof cr;
+        if (connect(s, (struct sockaddr *)&a, len) == 0 && getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0 &&
+            cr.pid == pid)
+            return s;
+        close(s);
+    }
+    return -1;
+}
+
+/* A timeout: a finite number of seconds, > 0. */
+static int parse_timeout(const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !(x > 0) || x > 86400 || !isdigit((unsigned char)v[0]))
+        return -1;
+    *out = x;
+    return 0;
 }
 
 static int cmd_dump(int argc, char **argv)
@@ -208,18 +229,24 @@ static int cmd_dump(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = 1;
-        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
-            timeout = atof(argv[++i]);
-        else if (argv[i][0] != '-' && !pidarg)
+        else if (!strcmp(argv[i], "--timeout") || !strncmp(argv[i], "--timeout=", 10)) {
+            const char *v = argv[i][9] == '=' ? argv[i] + 10 : (i + 1 < argc ? argv[++i] : "");
+            if (parse_timeout(v, &timeout) != 0) {
+                fprintf(stderr, "leakshim dump: --timeout takes a number of seconds (0 < N <= 86400), not '%s'\n", v);
+                return 2;
+            }
+        } else if (argv[i][0] != '-' && !pidarg)
             pidarg = argv[i];
         else {
+            fprintf(stderr, "leakshim dump: unknown argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }
     }
     char *end;
+    errno = 0;
     long pid = pidarg ? strtol(pidarg, &end, 10) : 0;
-    if (!pidarg || *end || pid <= 0) {
+    if (!pidarg || !isdigit((unsigned char)pidarg[0]) || *end || errno || pid <= 0 || pid > INT_MAX) {
         fprintf(stderr, "leakshim dump: expected a PID\n");
         usage(stderr);
         return 2;
@@ -230,78 +257,67 @@ static int cmd_dump(int argc, char **argv)
         return 1;
     }
     if (!shimmed) {
-        fprintf(stderr,
-                "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded); "
-                "no signal sent\n",
+        fprintf(stderr, "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded)\n",
                 pid);
         return 1;
     }
-    /* Where and how that process dumps: its own LEAKSHIM_OPTIONS and TMPDIR. */
-    ls_options o;
-    char envopts[8192] = "", tmpdir[PATH_MAX] = "";
-    int dummy = 0;
-    ls_options_defaults(&o);
-    if (proc_env((int)pid, "LEAKSHIM_OPTIONS", envopts, sizeof envopts) == 0)
-        ls_options_parse(&o, envopts, quiet_err, &dummy); /* the target warned about its own */
-    if (o.signal <= 0) {
-        fprintf(stderr, "leakshim dump: process %ld runs with signal=none; it cannot be asked for a snapshot\n", pid);
-        return 1;
-    }
-    const char *dir = o.dump_dir;
-    if (!dir[0]) {
-        if (proc_env((int)pid, "TMPDIR", tmpdir, sizeof tmpdir) != 0 || !tmpdir[0])
-            snprintf(tmpdir, sizeof tmpdir, "/tmp");
-        dir = tmpdir;
-    }
-    char name[64], path[PATH_MAX + 64];
-    snprintf(name, sizeof name, "leakshim.%ld.dump.%s", pid, json ? "json" : "txt");
-    snprintf(path, sizeof path, "%s/leakshim.%ld.dump.txt", dir, pid);
-    char want[PATH_MAX + 64];
-    snprintf(want, sizeof want, "%s/%s", dir, name);
-    unlink(path);
-    unlink(want);
-    int in = inotify_init1(IN_CLOEXEC);
-    if (in < 0 || inotify_add_watch(in, dir, IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
-        fprintf(stderr, "leakshim dump: cannot watch '%s': %s\n", dir, strerror(errno));
-        return 1;
-    }
-    int tid = reporter_tid((int)pid);
-    int rc = tid ? (int)syscall(SYS_tgkill, (int)pid, tid, o.signal) : kill((pid_t)pid, o.signal);
-    if (rc != 0) {
-        fprintf(stderr, "leakshim dump: cannot signal process %ld: %s\n", pid, strerror(errno));
-        return 1;
-    }
-    struct timespec t0;
+    /* The channel opens with the reporter thread (named "leakshim"), which starts when the first
+     * connection is tracked: while that thread exists, its channel is coming. */
+    int s = channel_connect((int)pid);
+    struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        if (access(path, R_OK) == 0) /* text is renamed into place last */
-            break;
-        struct timespec t;
+    while (s < 0 && has_reporter((int)pid)) {
         clock_gettime(CLOCK_MONOTONIC, &t);
-        double left = timeout - ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9);
-        if (left <= 0) {
-            fprintf(stderr, "leakshim dump: no snapshot from process %ld in %gs (expected %s)\n", pid, timeout, path);
-            return 1;
-        }
-        struct pollfd p = {.fd = in, .events = POLLIN};
-        if (poll(&p, 1, (int)(left * 1000) + 1) > 0) {
-            char buf[4096];
-            if (read(in, buf, sizeof buf) < 0 && errno != EAGAIN)
-                break;
-        }
+        if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 > timeout)
+            break;
+        struct timespec step = {0, 5 * 1000 * 1000};
+        nanosleep(&step, NULL); /* polling the target's state, bounded by --timeout */
+        s = channel_connect((int)pid);
     }
-    close(in);
-    FILE *f = fopen(want, "re");
-    if (!f) {
-        fprintf(stderr, "leakshim dump: cannot read %s: %s\n", want, strerror(errno));
+    if (s < 0) {
+        if (has_reporter((int)pid))
+            fprintf(stderr,
+                    "leakshim dump: process %ld offers no dump channel (its kernel refuses pidfd_getfd?); "
+                    "`kill -USR2 %ld` writes a snapshot to its report destination\n",
+                    pid, pid);
+        else
+            fprintf(stderr, "leakshim dump: process %ld runs leakshim but has tracked no database connection yet\n",
+                    pid);
+        return has_reporter((int)pid) ? 1 : 0;
+    }
+    struct timeval tv = {.tv_sec = (time_t)timeout,
+                         .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const char *req = json ? "dump json\n" : "dump text\n";
+    if (send(s, req, strlen(req), MSG_NOSIGNAL) < 0) {
+        fprintf(stderr, "leakshim dump: cannot ask process %ld for a snapshot: %s\n", pid, strerror(errno));
+        close(s);
         return 1;
     }
     char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, stdout);
-    fclose(f);
-    return 0;
+    size_t total = 0;
+    for (;;) {
+        ssize_t n = recv(s, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "leakshim dump: no complete snapshot from process %ld in %gs: %s\n", pid, timeout,
+                    strerror(errno == EAGAIN ? ETIMEDOUT : errno));
+            close(s);
+            return 1;
+        }
+        if (n == 0)
+            break;
+        fwrite(buf, 1, (size_t)n, stdout);
+        total += (size_t)n;
+    }
+    close(s);
+    if (!total) {
+        fprintf(stderr, "leakshim dump: process %ld closed the channel without a snapshot\n", pid);
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)

@@ -156,12 +156,12 @@ def test_dup_then_close_original_keeps_the_socket_live(tmp_path, redis_server):
 # ---------------------------------------------------------------- signal dumps
 
 
-def wait_for_file(path, timeout=10.0):
-    """Waits for the shim's reporter thread to rename a snapshot into place (a real event, with a
-    deadline)."""
+def wait_for_text(path, text, timeout=10.0):
+    """Waits for the shim's reporter thread to write `text` into the report at path (a real event,
+    with a deadline)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
+        if path.exists() and text in path.read_text():
             return True
         threading.Event().wait(0.01)
     return False
@@ -182,7 +182,7 @@ def request(proc, what):
 
 
 def test_signal_dump_while_the_service_keeps_working(tmp_path, pg):
-    proc = start_service(pg.dsn, f"report={tmp_path}/r.%p:dump_dir={tmp_path}")
+    proc = start_service(pg.dsn, f"report={tmp_path}/r.%p")
     try:
         assert request(proc, "report") == "ok"
         assert request(proc, "report") == "ok"
@@ -191,7 +191,8 @@ def test_signal_dump_while_the_service_keeps_working(tmp_path, pg):
         assert dump.returncode == 0, dump.stderr
         assert "snapshot: 2 live database sockets" in dump.stdout
         assert "handle_report" in dump.stdout
-        js = json.loads((tmp_path / f"leakshim.{proc.pid}.dump.json").read_text())
+        js = json.loads(subprocess.run([str(TOOL), "dump", "--json", str(proc.pid)], capture_output=True, text=True,
+                                       timeout=30).stdout)
         assert js["kind"] == "snapshot" and js["summary"]["live"] == 2
         assert all(s["state"] == "in-use" and s["driver"] == "libpq" for s in js["sockets"])
         # the host is unaffected: it keeps serving, and a second dump sees the new leak
@@ -199,12 +200,12 @@ def test_signal_dump_while_the_service_keeps_working(tmp_path, pg):
         dump2 = subprocess.run([str(TOOL), "dump", "--json", str(proc.pid)], capture_output=True, text=True,
                                timeout=30)
         assert json.loads(dump2.stdout)["summary"]["live"] == 3
-        # a plain kill -USR2 (process-directed, may land on any thread) works too
-        snap = tmp_path / f"leakshim.{proc.pid}.dump.txt"
-        snap.unlink()
+        # `leakshim dump` wrote nothing to the report destination (the service's logs)
+        report = tmp_path / f"r.{proc.pid}"
+        assert not report.exists()
+        # a plain kill -USR2 (process-directed, may land on any thread) writes the snapshot there
         os.kill(proc.pid, signal.SIGUSR2)
-        assert wait_for_file(snap), "no snapshot after kill -USR2"
-        assert "snapshot: 3 live database sockets" in snap.read_text()
+        assert wait_for_text(report, "snapshot: 3 live database sockets"), "no snapshot after kill -USR2"
         assert request(proc, "lookup") == "ok"
     finally:
         proc.stdin.close()
@@ -216,7 +217,7 @@ def test_signal_dump_while_the_service_keeps_working(tmp_path, pg):
 
 
 def test_configured_signal_and_dump_of_a_process_without_the_shim(tmp_path, pg):
-    proc = start_service(pg.dsn, f"signal=USR1:report={tmp_path}/r.%p:dump_dir={tmp_path}")
+    proc = start_service(pg.dsn, f"signal=USR1:report={tmp_path}/r.%p")
     try:
         request(proc, "report")
         dump = subprocess.run([str(TOOL), "dump", str(proc.pid)], capture_output=True, text=True, timeout=30)
@@ -309,7 +310,7 @@ def test_non_database_program_is_unaffected(tmp_path):
 def test_stress_threads_dumps_and_forks(tmp_path, redis_server):
     """8 threads connect/PING/close while the dump signal arrives every 50 ms and thread 0 forks;
     afterwards the exit report lists exactly the sockets the kernel says are open."""
-    env = shim_env(f"ports=+{redis_server.port}:report={tmp_path}/r.%p:format=json:dump_dir={tmp_path}")
+    env = shim_env(f"ports=+{redis_server.port}:report={tmp_path}/r.%p:format=json")
     proc = subprocess.Popen([str(PROGS / "stress"), "127.0.0.1", str(redis_server.port), "400"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().startswith("started")
@@ -351,7 +352,7 @@ def test_forked_child_has_its_own_dump_trigger(tmp_path, redis_server):
         "print('parent', os.getpid(), flush=True)\n"
         "os.waitpid(pid, 0)\n" % redis_server.port)
     proc = subprocess.Popen(["/usr/bin/python3", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=shim_env(f"ports=+{redis_server.port}:report=/dev/null:dump_dir={tmp_path}"))
+                            text=True, env=shim_env(f"ports=+{redis_server.port}:report=/dev/null"))
     try:
         pids = dict(proc.stdout.readline().split() for _ in range(2))
         child, parent = int(pids["child"]), int(pids["parent"])

@@ -262,7 +262,7 @@ def test_mongoc_signal_dump_lists_checked_out_clients_oldest_first(tmp_path, mon
 
     from helpers import shim_env
 
-    opts = f"report={tmp_path}/r.%p:format=both:dump_dir={tmp_path}"
+    opts = f"report={tmp_path}/r.%p:format=both"
     proc = subprocess.Popen([str(SAMPLES / "mongoc_pool_leak"), mongo.uri, "3", "6"],
                             env=shim_env(opts), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -272,17 +272,18 @@ def test_mongoc_signal_dump_lists_checked_out_clients_oldest_first(tmp_path, mon
             assert line, "sample ended early"
             lines.append(line)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGUSR2)
-        dump = tmp_path / f"leakshim.{proc.pid}.dump.txt"
+        proc.send_signal(signal.SIGUSR2)  # the snapshot goes to the report destination
+        dump = tmp_path / f"r.{proc.pid}"
         deadline = time.monotonic() + 10
-        while not dump.exists() and time.monotonic() < deadline:
+        while not (dump.exists() and "snapshot:" in dump.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert dump.exists(), "no snapshot written"
+        assert "snapshot:" in dump.read_text(), "no snapshot written"
         assert proc.poll() is None  # the host keeps running
     finally:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    snap = json.loads((tmp_path / f"leakshim.{proc.pid}.dump.json").read_text())
+    # JSON Lines: the snapshot first, the exit report after it
+    snap = json.loads((tmp_path / f"r.{proc.pid}.json").read_text().splitlines()[0])
     assert snap["kind"] == "snapshot"
     out_handles = [h for h in snap["handles"] if h["checked_out"]]
     assert len(out_handles) == 3 and all(frames(snap, h["checkout_stack"])[0] == "handle_request"

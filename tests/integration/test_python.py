@@ -231,7 +231,7 @@ def test_redis_fixed_reports_nothing(tmp_path, redis_server):
 def test_psycopg2_pool_del_exhausted_dump_and_exit(tmp_path, pg):
     sample = SAMPLES / "py_psycopg2_pool_del.py"
     getconn_line = line_of(sample, "self.conn = pool.getconn()")
-    opts = {"report": str(tmp_path / "report.%p.json"), "format": "json", "dump_dir": str(tmp_path)}
+    opts = {"report": str(tmp_path / "report.%p.json"), "format": "json"}
     live = Live([PY, sample, pg.dsn, "4", "8"], opts)
     try:
         live.wait_line(r"^STUCK")
@@ -477,7 +477,7 @@ def test_dump_works_after_python_replaces_the_signal_handler(tmp_path, redis_ser
     prog.write_text(SIGNAL_PROG)
     live_line = line_of(prog, "# LIVE")
     live = Live([PY, prog, redis_server.host, redis_server.port],
-                {"dump_dir": str(tmp_path), "report": str(tmp_path / "r.%p.txt")})
+                {"report": str(tmp_path / "r.%p.txt")})
     try:
         pid = int(live.wait_line(r"^READY (\d+)").group(1))
         snap = json.loads(dump(pid, "--json"))

@@ -54,3 +54,31 @@ def test_run_validates_options_and_preloads(tmp_path, redis_server):
     assert "1 leaked database connection in 1 group" in (tmp_path / "r.txt").read_text()
 
 
+
+
+def test_run_passes_long_option_strings_whole():
+    """Options are never cut: a 12 KB option string (past the old 8191-byte buffer) reaches the
+    program whole, and a bad key at its very end is still caught."""
+    padding = ":".join(["verbosity=1"] * 1100)  # ~13 KB of valid options
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LEAKSHIM_OPTIONS")}
+    r = subprocess.run([str(TOOL), "run", "--options", padding + ":exitcode=7", "--", "/bin/sh", "-c",
+                        'printf %s "$LEAKSHIM_OPTIONS"'], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == padding + ":exitcode=7"
+    bad = tool("run", "--options", padding + ":exitcod=7", "--", "/bin/true")
+    assert bad.returncode == 2 and "exitcod" in bad.stderr
+
+
+def test_dump_rejects_a_timeout_it_cannot_honour():
+    """`--timeout nan` (or inf, 0, -1, abc) used to wait forever or be ignored: it is refused before
+    anything is sent."""
+    sleeper = subprocess.Popen(["/bin/cat"], stdin=subprocess.PIPE)
+    try:
+        for bad in ("nan", "inf", "0", "-1", "abc", "1e999", ""):
+            r = tool("dump", "--timeout", bad, sleeper.pid)
+            assert r.returncode == 2, (bad, r.stderr)
+            assert "--timeout" in r.stderr
+        assert sleeper.poll() is None
+    finally:
+        sleeper.stdin.close()
+        sleeper.wait()
