@@ -157,8 +157,15 @@ typedef struct ls_sym {
     char build_id[41];
     char symbol[128];
     uintptr_t sym_off;
+    char src_file[LS_PATH_LEN]; /* source file from debug info, "" when unknown */
+    int src_line;               /* 0 when unknown */
+    int inlined;                /* 1: a function inlined into the next entry (ls_symbolize_frames) */
 } ls_sym;
 void ls_symbolize(void *pc, ls_sym *out);
+/* One return address as the frames a person would see: the functions inlined at pc (innermost
+ * first, inlined = 1) then the function that contains it. Fills up to max entries, returns how
+ * many (at least 1). Report time only. */
+int ls_symbolize_frames(void *pc, ls_sym *out, int max);
 /* Is this frame inside libleakshim itself (skipped when capturing)? */
 int ls_frame_is_self(void *pc);
 void ls_stack_lock_all(void);        /* atfork prepare */
@@ -245,6 +252,8 @@ typedef struct ls_conn_view {
     uint64_t ino;
     struct sockaddr_storage peer;
     socklen_t peerlen;
+    struct sockaddr_storage local; /* filled by snapshots with kernel_check >= 1; locallen 0 = unknown */
+    socklen_t locallen;
     int driver;
     uintptr_t handle, pool;
     int state; /* enum ls_state */
