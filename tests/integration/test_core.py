@@ -216,6 +216,45 @@ def test_signal_dump_while_the_service_keeps_working(tmp_path, pg):
     assert "leakshim: 3 leaked database connections in 1 group" in text
 
 
+def test_dump_leaves_no_file_and_writes_nothing_into_the_target(tmp_path, pg):
+    """`leakshim dump` goes over the private channel: no snapshot file anywhere (TMPDIR, /tmp, the
+    target's cwd), nothing in the target's stderr (its logs) or its fd table, 20 times in a row."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    before_tmp = set(os.listdir("/tmp"))
+    env = shim_env("")
+    env["TMPDIR"] = str(tmpdir)
+    proc = subprocess.Popen([str(SAMPLES / "pq_service"), pg.dsn, "--serve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert request(proc, "report") == "ok"
+        fds_before = sorted(os.listdir(f"/proc/{proc.pid}/fd"), key=int)
+        for i in range(20):
+            as_json = i % 2 == 1
+            args = [str(TOOL), "dump"] + (["--json"] if as_json else []) + [str(proc.pid)]
+            d = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            assert d.returncode == 0, d.stderr
+            if as_json:
+                assert json.loads(d.stdout)["summary"]["live"] == 1
+            else:
+                assert "1 live database socket" in d.stdout
+        assert sorted(os.listdir(f"/proc/{proc.pid}/fd"), key=int) == fds_before
+        assert request(proc, "lookup") == "ok"
+    finally:
+        proc.stdin.close()
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, out
+    assert os.listdir(tmpdir) == [] and os.listdir(cwd) == []
+    assert not [n for n in set(os.listdir("/tmp")) - before_tmp if n.startswith("leakshim")]
+    # the only thing on its stderr is its own exit report, never a snapshot
+    assert "snapshot" not in err and err.count("SUMMARY: leakshim") == 1, err
+
+
 def test_configured_signal_and_dump_of_a_process_without_the_shim(tmp_path, pg):
     proc = start_service(pg.dsn, f"signal=USR1:report={tmp_path}/r.%p")
     try:
