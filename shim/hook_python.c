@@ -68,6 +68,7 @@ static struct {
     PyFrameObject *(*Frame_GetBack)(PyFrameObject *);
     PyObject *(*Object_GetAttrString)(PyObject *, const char *);
     const char *(*Unicode_AsUTF8)(PyObject *);
+    PyObject *(*Unicode_DecodeUTF8)(const char *, Py_ssize_t, const char *);
     void (*IncRef)(PyObject *);
     void (*DecRef)(PyObject *);
     int (*GC_Disable)(void);
@@ -112,6 +113,7 @@ static int resolve_api(void)
     ok &= PYSYM(Frame_GetBack, "PyFrame_GetBack") != NULL; /* 3.9+ */
     ok &= PYSYM(Object_GetAttrString, "PyObject_GetAttrString") != NULL;
     ok &= PYSYM(Unicode_AsUTF8, "PyUnicode_AsUTF8") != NULL;
+    ok &= PYSYM(Unicode_DecodeUTF8, "PyUnicode_DecodeUTF8") != NULL;
     ok &= PYSYM(IncRef, "Py_IncRef") != NULL;
     ok &= PYSYM(DecRef, "Py_DecRef") != NULL;
     ok &= PYSYM(GC_Disable, "PyGC_Disable") != NULL; /* 3.10+ */
@@ -196,7 +198,6 @@ typedef struct code_ent {
 #define CODE_CACHE_MAX (1u << 17) /* beyond this, names are looked up on every walk */
 static code_ent *code_tab;
 static size_t code_cap, code_n;
-static const char *own_file; /* interned "<leakshim>" */
 
 static size_t ptr_hash(const void *p)
 {
@@ -234,8 +235,8 @@ static code_ent code_lookup(PyCodeObject *co)
     }
     code_ent e = {.co = co};
     e.file = code_attr(co, "co_filename", NULL);
-    e.func = code_attr(co, "co_qualname", "co_name"); /* co_qualname is 3.11+ */
-    e.skip = e.file && e.file == own_file;
+    e.func = code_attr(co, "co_qualname", "co_name");       /* co_qualname is 3.11+ */
+    e.skip = e.file && !strncmp(e.file, "<leakshim>/", 11); /* our own embedded files */
     if (code_n * 2 >= code_cap && code_cap < CODE_CACHE_MAX) {
         size_t nc = code_cap ? code_cap * 2 : 4096;
         code_ent *nt = calloc(nc, sizeof *nt);
@@ -544,6 +545,53 @@ FASTCALL_FN(f_verbosity)
     return py.Long_FromLong(ls_opt.verbosity);
 }
 
+/* ------------------------------------------------------------------ the Python side
+ * Real .py files (shim/py/), linted and unit-tested on their own (tests/pyunit/), embedded here at
+ * build time with .incbin: the .so still needs nothing at run time. boot.py runs once; each driver
+ * file is compiled when that driver is first imported (boot.py asks for its text by name). */
+#define LS_PY_FILES(X) X(boot) X(psycopg2) X(redis) X(pymongo) X(sqlalchemy)
+#define LS_PY_EMBED(n)                                                                                                 \
+    __asm__(".pushsection .rodata\n"                                                                                   \
+            ".hidden ls_py_" #n "_start\n"                                                                             \
+            ".hidden ls_py_" #n "_end\n"                                                                               \
+            "ls_py_" #n "_start:\n"                                                                                    \
+            ".incbin \"shim/py/" #n ".py\"\n"                                                                          \
+            "ls_py_" #n "_end:\n"                                                                                      \
+            ".byte 0\n"                                                                                                \
+            ".popsection\n");                                                                                          \
+    extern const char ls_py_##n##_start[], ls_py_##n##_end[];
+LS_PY_FILES(LS_PY_EMBED)
+
+static const struct py_file {
+    const char *name;
+    const char *start, *end;
+} py_files[] = {
+#define LS_PY_ROW(n) {#n ".py", ls_py_##n##_start, ls_py_##n##_end},
+    LS_PY_FILES(LS_PY_ROW)
+#undef LS_PY_ROW
+};
+
+static const struct py_file *py_file(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof py_files / sizeof py_files[0]; i++)
+        if (!strcmp(py_files[i].name, name))
+            return &py_files[i];
+    return NULL;
+}
+
+/* _ls_source(name) -> the text of an embedded file (None if there is no such file). */
+FASTCALL_FN(f_source)
+{
+    (void)self;
+    const struct py_file *f = nargs == 1 ? py_file(py.Unicode_AsUTF8(args[0])) : NULL;
+    if (!f) {
+        if (py.Err_Occurred())
+            py.Err_Clear();
+        return ret_none();
+    }
+    return py.Unicode_DecodeUTF8(f->start, (Py_ssize_t)(f->end - f->start), NULL);
+}
+
 #define FC(fn) ((PyCFunction)(void (*)(void))(fn))
 static PyMethodDef py_methods[] = {
     {"_ls_open", FC(f_open), PY_METH_FASTCALL, NULL},
@@ -559,452 +607,25 @@ static PyMethodDef py_methods[] = {
     {"_ls_report_exit", FC(f_report_exit), PY_METH_NOARGS, NULL},
     {"_ls_warn", FC(f_warn), PY_METH_FASTCALL, NULL},
     {"_ls_verbosity", FC(f_verbosity), PY_METH_FASTCALL, NULL},
+    {"_ls_source", FC(f_source), PY_METH_FASTCALL, NULL},
 };
 
-/* ------------------------------------------------------------------ the Python side
- * Runs once, in its own namespace (the C functions above and a few constants are its globals).
- * Every wrapper calls the original first or last exactly as before and never lets an error of
- * ours escape into the program. Frames of this code are left out of captured stacks. */
-static const char py_src[] =
-    "import sys\n"
-    "_had = set(sys.modules)\n"
-    "import atexit, _thread, _weakref\n"
-    "for _n in ('atexit', '_thread', '_weakref'):\n"
-    "    if _n not in _had:\n"
-    "        sys.modules.pop(_n, None)  # leave sys.modules as the program would find it\n"
-    "del _had\n"
-    "atexit.register(_ls_report_exit)  # first registered: runs after the program's own handlers\n"
-    "_tls = _thread._local()\n"
-    "_refs = {}\n"
-    "def _on_death(obj, key):\n"
-    "    # close the handle when the object is garbage collected (before its id can be reused)\n"
-    "    def cb(r, key=key):\n"
-    "        _refs.pop(id(r), None)\n"
-    "        _msocks.discard(key)\n"
-    "        _ls_close(key)\n"
-    "    try:\n"
-    "        r = _weakref.ref(obj, cb)\n"
-    "    except TypeError:\n"
-    "        return\n"
-    "    _refs[id(r)] = r\n"
-    "def _wrap(cls, attr, make):\n"
-    "    orig = cls.__dict__.get(attr)\n"
-    "    if orig is None:\n"
-    "        return None\n"
-    "    kind = type(orig)\n"
-    "    fn = orig.__func__ if kind in (classmethod, staticmethod) else orig\n"
-    "    w = make(fn)\n"
-    "    for a in ('__module__', '__name__', '__qualname__', '__doc__'):\n"
-    "        try:\n"
-    "            setattr(w, a, getattr(fn, a))\n"
-    "        except Exception:\n"
-    "            pass\n"
-    "    w.__wrapped__ = fn\n"
-    "    setattr(cls, attr, kind(w) if kind in (classmethod, staticmethod) else w)\n"
-    "    return fn, w\n"
-    "def _safe(f, *a):\n"
-    "    try:\n"
-    "        f(*a)\n"
-    "    except Exception as e:\n"
-    "        if _ls_verbosity() > 0:\n"
-    "            _ls_warn('python hook %s failed: %r' % (getattr(f, '__name__', f), e))\n"
-    "\n"
-    "# ---- psycopg2.pool: getconn/putconn; a connection is keyed by its PGconn* so it is the\n"
-    "# same handle the libpq hook tracks (or ours, if libpq is not hooked).\n"
-    "def _pgkey(conn):\n"
-    "    try:\n"
-    "        return conn.pgconn_ptr or id(conn)\n"
-    "    except Exception:\n"
-    "        return id(conn)\n"
-    "def _pg_member(drv, pool, conn):\n"
-    "    k = _pgkey(conn)\n"
-    "    if not _ls_known(k):\n"
-    "        _ls_open(drv, HK_CLIENT, k, id(pool))\n"
-    "        try:\n"
-    "            _ls_adopt_fd(k, conn.fileno())\n"
-    "        except Exception:\n"
-    "            pass\n"
-    "    _ls_checkin(id(pool), k)\n"
-    "def _patch_psycopg2_pool(m):\n"
-    "    A = m.AbstractConnectionPool\n"
-    "    swaps = {}\n"
-    "    def mk_init(orig):\n"
-    "        def __init__(self, *a, **kw):\n"
-    "            _safe(_ls_open, DRV_PSYCOPG2, HK_POOL, id(self), 0)\n"
-    "            _safe(_on_death, self, id(self))\n"
-    "            orig(self, *a, **kw)\n"
-    "        return __init__\n"
-    "    def mk_connect(orig):\n"
-    "        def _connect(self, *a, **kw):\n"
-    "            conn = orig(self, *a, **kw)\n"
-    "            _safe(_pg_member, DRV_PSYCOPG2, self, conn)\n"
-    "            return conn\n"
-    "        return _connect\n"
-    "    def mk_getconn(orig):\n"
-    "        def _getconn(self, *a, **kw):\n"
-    "            conn = orig(self, *a, **kw)\n"
-    "            _safe(_ls_checkout, id(self), _pgkey(conn))\n"
-    "            return conn\n"
-    "        return _getconn\n"
-    "    def mk_putconn(orig):\n"
-    "        def _putconn(self, conn, *a, **kw):\n"
-    "            k = _pgkey(conn)\n"
-    "            orig(self, conn, *a, **kw)\n"
-    "            if getattr(conn, 'closed', 0):\n"
-    "                _safe(_ls_close, k)\n"
-    "            else:\n"
-    "                _safe(_ls_checkin, id(self), k)\n"
-    "        return _putconn\n"
-    "    def mk_closeall(orig):\n"
-    "        def _closeall(self, *a, **kw):\n"
-    "            try:\n"
-    "                keys = [_pgkey(c) for c in list(self._pool) + list(self._used.values())]\n"
-    "            except Exception:\n"
-    "                keys = []\n"
-    "            orig(self, *a, **kw)\n"
-    "            for k in keys:\n"
-    "                _safe(_ls_close, k)\n"
-    "            _safe(_ls_close, id(self))\n"
-    "        return _closeall\n"
-    "    for attr, mk in (('__init__', mk_init), ('_connect', mk_connect), ('_getconn', mk_getconn),\n"
-    "                     ('_putconn', mk_putconn), ('_closeall', mk_closeall)):\n"
-    "        r = _wrap(A, attr, mk)\n"
-    "        if r:\n"
-    "            swaps[r[0]] = r[1]\n"
-    "    # SimpleConnectionPool binds getconn = AbstractConnectionPool._getconn at class creation\n"
-    "    for cls in list(vars(m).values()):\n"
-    "        if isinstance(cls, type) and issubclass(cls, A):\n"
-    "            for attr, v in list(vars(cls).items()):\n"
-    "                if v in swaps:\n"
-    "                    setattr(cls, attr, swaps[v])\n"
-    "\n"
-    "# ---- redis-py. A pool made by Redis() itself is private to that client and is not a handle;\n"
-    "# one the program made (shared) is a pool handle. Each connected Connection is a client handle\n"
-    "# (in its shared pool, if any) from connect to disconnect; get_connection/release are checkouts.\n"
-    "_rpools = {}\n"
-    "_rconns = {}\n"
-    "def _redis_pool_handle(pool):\n"
-    "    if pool is None or not _rpools.get(id(pool)):\n"
-    "        return 0\n"
-    "    if not _ls_known(id(pool)):\n"
-    "        _ls_open(DRV_REDISPY, HK_POOL, id(pool), 0)\n"
-    "    return id(pool)\n"
-    "def _patch_redis_client(m):\n"
-    "    def private(orig):\n"
-    "        def wrapper(*a, **kw):\n"
-    "            _tls.redis_private = getattr(_tls, 'redis_private', 0) + 1\n"
-    "            try:\n"
-    "                return orig(*a, **kw)\n"
-    "            finally:\n"
-    "                _tls.redis_private -= 1\n"
-    "        return wrapper\n"
-    "    for cls in (getattr(m, 'Redis', None), getattr(m, 'StrictRedis', None)):\n"
-    "        if isinstance(cls, type):\n"
-    "            _wrap(cls, '__init__', private)\n"
-    "            _wrap(cls, 'from_url', private)\n"
-    "def _patch_redis_connection(m):\n"
-    "    def mk_pool_init(orig):\n"
-    "        def __init__(self, *a, **kw):\n"
-    "            shared = not getattr(_tls, 'redis_private', 0)\n"
-    "            _rpools[id(self)] = shared\n"
-    "            if shared:\n"
-    "                _safe(_ls_open, DRV_REDISPY, HK_POOL, id(self), 0)\n"
-    "            try:\n"
-    "                r = _weakref.ref(self, lambda r, key=id(self), shared=shared: (\n"
-    "                    _refs.pop(id(r), None), _rpools.pop(key, None), shared and _ls_close(key)))\n"
-    "                _refs[id(r)] = r\n"
-    "            except TypeError:\n"
-    "                pass\n"
-    "            orig(self, *a, **kw)\n"
-    "        return __init__\n"
-    "    def mk_get(orig):\n"
-    "        def get_connection(self, command_name, *a, **kw):\n"
-    "            prev = getattr(_tls, 'redis_pool', None)\n"
-    "            _tls.redis_pool = self\n"
-    "            try:\n"
-    "                conn = orig(self, command_name, *a, **kw)\n"
-    "            finally:\n"
-    "                _tls.redis_pool = prev\n"
-    "            # a pubsub connection is held for the subscriber's life by design: not a checkout\n"
-    "            if command_name != 'pubsub' and id(conn) in _rconns:\n"
-    "                _safe(_ls_checkout, _redis_pool_handle(self), id(conn))\n"
-    "            return conn\n"
-    "        return get_connection\n"
-    "    def mk_release(orig):\n"
-    "        def release(self, connection, *a, **kw):\n"
-    "            orig(self, connection, *a, **kw)\n"
-    "            if id(connection) in _rconns:\n"
-    "                _safe(_ls_checkin, _redis_pool_handle(self), id(connection))\n"
-    "        return release\n"
-    "    def mk_pool_disconnect(orig):\n"
-    "        def disconnect(self, *a, **kw):\n"
-    "            orig(self, *a, **kw)\n"
-    "            if _rpools.get(id(self)):\n"
-    "                _safe(_ls_close, id(self))\n"
-    "        return disconnect\n"
-    "    def mk_connect(orig):\n"
-    "        def connect(self):\n"
-    "            if getattr(self, '_sock', None) is not None:\n"
-    "                return orig(self)\n"
-    "            pool = getattr(_tls, 'redis_pool', None)\n"
-    "            h = id(self)\n"
-    "            _ls_push(DRV_REDISPY, h, 0, 0)  # one stack walk, reused by the open below\n"
-    "            try:\n"
-    "                _safe(_ls_open, DRV_REDISPY, HK_CLIENT, h, _redis_pool_handle(pool))\n"
-    "                orig(self)\n"
-    "            except BaseException:\n"
-    "                if getattr(self, '_sock', None) is None:\n"
-    "                    _safe(_ls_close, h)\n"
-    "                raise\n"
-    "            finally:\n"
-    "                _ls_pop()\n"
-    "            _rconns[h] = True\n"
-    "        return connect\n"
-    "    def mk_disconnect(orig):\n"
-    "        def disconnect(self, *a, **kw):\n"
-    "            try:\n"
-    "                return orig(self, *a, **kw)\n"
-    "            finally:\n"
-    "                if _rconns.pop(id(self), None) and getattr(self, '_sock', None) is None:\n"
-    "                    _safe(_ls_close, id(self))\n"
-    "        return disconnect\n"
-    "    for cls in list(vars(m).values()):\n"
-    "        if not isinstance(cls, type):\n"
-    "            continue\n"
-    "        if 'get_connection' in vars(cls):\n"
-    "            if cls.__name__ == 'ConnectionPool':\n"
-    "                _wrap(cls, '__init__', mk_pool_init)\n"
-    "            _wrap(cls, 'get_connection', mk_get)\n"
-    "            _wrap(cls, 'release', mk_release)\n"
-    "            _wrap(cls, 'disconnect', mk_pool_disconnect)\n"
-    "        elif 'connect' in vars(cls) and 'disconnect' in vars(cls) and hasattr(cls, '_connect'):\n"
-    "            _wrap(cls, 'connect', mk_connect)\n"
-    "            _wrap(cls, 'disconnect', mk_disconnect)\n"
-    "\n"
-    "# ---- pymongo. Each application socket of a client's pools is a client handle (its SocketInfo)\n"
-    "# from connect to close, created where the MongoClient was made (the call to fix when a client\n"
-    "# is never closed); monitor sockets are background; each operation's checkout is a checkout.\n"
-    "# The MongoClient itself is not a handle: a client never used holds no connection.\n"
-    "_msocks = set()\n"
-    "def _patch_pymongo_topology(m):\n"
-    "    T = m.Topology\n"
-    "    def mk_init(orig):\n"
-    "        def __init__(self, *a, **kw):\n"
-    "            orig(self, *a, **kw)\n"
-    "            try:\n"
-    "                self._leakshim_stack = _ls_capture()\n"
-    "            except Exception:\n"
-    "                pass\n"
-    "        return __init__\n"
-    "    def mk_pool(bg):\n"
-    "        def mk(orig):\n"
-    "            def create(self, *a, **kw):\n"
-    "                pool = orig(self, *a, **kw)\n"
-    "                try:\n"
-    "                    pool._leakshim = (getattr(self, '_leakshim_stack', 0), bg)\n"
-    "                except Exception:\n"
-    "                    pass\n"
-    "                return pool\n"
-    "            return create\n"
-    "        return mk\n"
-    "    _wrap(T, '__init__', mk_init)\n"
-    "    _wrap(T, '_create_pool_for_server', mk_pool(0))\n"
-    "    _wrap(T, '_create_pool_for_monitor', mk_pool(1))\n"
-    "def _mongo_adopt(s, stack):\n"
-    "    _ls_scope(stack)\n"
-    "    try:\n"
-    "        _ls_open(DRV_PYMONGO, HK_CLIENT, id(s), 0)\n"
-    "    finally:\n"
-    "        _ls_pop()\n"
-    "    _msocks.add(id(s))\n"
-    "    _on_death(s, id(s))\n"
-    "    _ls_adopt_fd(id(s), s.sock.fileno())\n"
-    "def _patch_pymongo_pool(m):\n"
-    "    P = m.Pool\n"
-    "    def info(pool):\n"
-    "        i = getattr(pool, '_leakshim', None)\n"
-    "        if i is None:\n"
-    "            return 0, 0 if getattr(pool, 'handshake', True) else 1\n"
-    "        return i\n"
-    "    def mk_connect(orig):\n"
-    "        def connect(self, *a, **kw):\n"
-    "            stack, bg = info(self)\n"
-    "            _ls_push(DRV_PYMONGO, 0, 0, bg)\n"
-    "            try:\n"
-    "                s = orig(self, *a, **kw)\n"
-    "            finally:\n"
-    "                _ls_pop()\n"
-    "            if not bg:\n"
-    "                _safe(_mongo_adopt, s, stack)\n"
-    "            return s\n"
-    "        return connect\n"
-    "    def mk_checkout(orig):\n"
-    "        def checkout(self, *a, **kw):\n"
-    "            s = orig(self, *a, **kw)\n"
-    "            if id(s) in _msocks:\n"
-    "                _safe(_ls_checkout, 0, id(s))\n"
-    "            return s\n"
-    "        return checkout\n"
-    "    def mk_checkin(orig):\n"
-    "        def checkin(self, s, *a, **kw):\n"
-    "            try:\n"
-    "                return orig(self, s, *a, **kw)\n"
-    "            finally:\n"
-    "                if id(s) in _msocks:\n"
-    "                    _safe(_ls_checkin, 0, id(s))\n"
-    "        return checkin\n"
-    "    def mk_close(orig):\n"
-    "        def close_socket(self, *a, **kw):\n"
-    "            try:\n"
-    "                return orig(self, *a, **kw)\n"
-    "            finally:\n"
-    "                if id(self) in _msocks and getattr(self, 'closed', True):\n"
-    "                    _msocks.discard(id(self))\n"
-    "                    _safe(_ls_close, id(self))\n"
-    "        return close_socket\n"
-    "    _wrap(P, 'connect', mk_connect)\n"
-    "    for name in ('_get_socket', '_get_conn'):\n"
-    "        if _wrap(P, name, mk_checkout):\n"
-    "            break\n"
-    "    for name in ('return_socket', 'checkin'):\n"
-    "        if _wrap(P, name, mk_checkin):\n"
-    "            break\n"
-    "    for cname in ('SocketInfo', 'Connection'):\n"
-    "        C = getattr(m, cname, None)\n"
-    "        if isinstance(C, type) and 'close_socket' in vars(C):\n"
-    "            _wrap(C, 'close_socket', mk_close)\n"
-    "            break\n"
-    "\n"
-    "# ---- SQLAlchemy: its own pool events; the DBAPI connection is keyed like psycopg2's.\n"
-    "_sa_pools = set()\n"
-    "_sa_owned = set()\n"
-    "def _patch_sqlalchemy(sa):\n"
-    "    from sqlalchemy import event\n"
-    "    from sqlalchemy.pool import Pool\n"
-    "    def pool_of(rec):\n"
-    "        return getattr(rec, '_ConnectionRecord__pool', None)\n"
-    "    def on_connect(dbapi_conn, rec):\n"
-    "        pool = pool_of(rec)\n"
-    "        if pool is None or type(dbapi_conn).__module__.startswith(('sqlite3', 'pysqlite')):\n"
-    "            return\n"
-    "        if id(pool) not in _sa_pools:\n"
-    "            _sa_pools.add(id(pool))\n"
-    "            _ls_open(DRV_SQLALCHEMY, HK_POOL, id(pool), 0)\n"
-    "            def gone(key):\n"
-    "                _sa_pools.discard(key)\n"
-    "                _ls_close(key)\n"
-    "            r = _weakref.ref(pool, lambda r, key=id(pool): (_refs.pop(id(r), None), gone(key)))\n"
-    "            _refs[id(r)] = r\n"
-    "        k = _pgkey(dbapi_conn)\n"
-    "        if not _ls_known(k):\n"
-    "            _sa_owned.add(k)\n"
-    "        _pg_member(DRV_SQLALCHEMY, pool, dbapi_conn)\n"
-    "    def on_checkout(dbapi_conn, rec, proxy):\n"
-    "        pool = pool_of(rec)\n"
-    "        if pool is not None and id(pool) in _sa_pools:\n"
-    "            _ls_checkout(id(pool), _pgkey(dbapi_conn))\n"
-    "    def on_checkin(dbapi_conn, rec):\n"
-    "        pool = pool_of(rec)\n"
-    "        if dbapi_conn is not None and pool is not None and id(pool) in _sa_pools:\n"
-    "            _ls_checkin(id(pool), _pgkey(dbapi_conn))\n"
-    "    def on_close(dbapi_conn, rec=None):\n"
-    "        k = _pgkey(dbapi_conn)\n"
-    "        if k in _sa_owned:\n"
-    "            _sa_owned.discard(k)\n"
-    "            _ls_close(k)\n"
-    "    def guard(f):\n"
-    "        def handler(*a):\n"
-    "            _safe(f, *a)\n"
-    "        return handler\n"
-    "    event.listen(Pool, 'connect', guard(on_connect))\n"
-    "    event.listen(Pool, 'checkout', guard(on_checkout))\n"
-    "    event.listen(Pool, 'checkin', guard(on_checkin))\n"
-    "    event.listen(Pool, 'close', guard(on_close))\n"
-    "    event.listen(Pool, 'close_detached', guard(on_close))\n"
-    "    def mk_dispose(orig):\n"
-    "        def dispose(self, *a, **kw):\n"
-    "            try:\n"
-    "                return orig(self, *a, **kw)\n"
-    "            finally:\n"
-    "                if id(self) in _sa_pools:\n"
-    "                    _sa_pools.discard(id(self))\n"
-    "                    _safe(_ls_close, id(self))\n"
-    "        return dispose\n"
-    "    import sqlalchemy.pool as sp\n"
-    "    seen = set()\n"
-    "    for cls in list(vars(sp).values()):\n"
-    "        if isinstance(cls, type) and issubclass(cls, Pool) and cls not in seen:\n"
-    "            seen.add(cls)\n"
-    "            _wrap(cls, 'dispose', mk_dispose)\n"
-    "\n"
-    "# ---- post-import hooks\n"
-    "_PATCH = {\n"
-    "    'psycopg2.pool': _patch_psycopg2_pool,\n"
-    "    'redis.client': _patch_redis_client,\n"
-    "    'redis.connection': _patch_redis_connection,\n"
-    "    'pymongo.topology': _patch_pymongo_topology,\n"
-    "    'pymongo.pool': _patch_pymongo_pool,\n"
-    "    'sqlalchemy': _patch_sqlalchemy,\n"
-    "}\n"
-    "_done = set()\n"
-    "def _run_patch(name, mod):\n"
-    "    if name in _done:\n"
-    "        return\n"
-    "    _done.add(name)\n"
-    "    try:\n"
-    "        _PATCH[name](mod)\n"
-    "    except Exception as e:\n"
-    "        _ls_warn('cannot follow %s connections: %r' % (name, e))\n"
-    "class _LeakshimImportHook:\n"
-    "    '''leakshim: patches a few database driver modules right after they are imported.'''\n"
-    "    _busy = set()\n"
-    "    @classmethod\n"
-    "    def find_spec(cls, name, path=None, target=None):\n"
-    "        if name not in _PATCH or name in _done or name in cls._busy:\n"
-    "            return None\n"
-    "        cls._busy.add(name)\n"
-    "        try:\n"
-    "            spec = None\n"
-    "            for f in sys.meta_path:\n"
-    "                fs = getattr(f, 'find_spec', None)\n"
-    "                if f is cls or fs is None:\n"
-    "                    continue\n"
-    "                spec = fs(name, path, target)\n"
-    "                if spec is not None:\n"
-    "                    break\n"
-    "        finally:\n"
-    "            cls._busy.discard(name)\n"
-    "        loader = getattr(spec, 'loader', None)\n"
-    "        if loader is None or isinstance(loader, type) or not hasattr(loader, 'exec_module'):\n"
-    "            return spec\n"
-    "        orig = loader.exec_module\n"
-    "        def exec_module(module):\n"
-    "            try:\n"
-    "                del loader.exec_module  # one use: the loader is left as it was\n"
-    "            except Exception:\n"
-    "                pass\n"
-    "            orig(module)\n"
-    "            _run_patch(name, module)\n"
-    "        try:\n"
-    "            loader.exec_module = exec_module\n"
-    "        except Exception:\n"
-    "            pass\n"
-    "        return spec\n"
-    "for _n in list(_PATCH):\n"
-    "    if _n in sys.modules:\n"
-    "        _run_patch(_n, sys.modules[_n])\n"
-    "sys.meta_path.insert(0, _LeakshimImportHook)\n";
-
-/* GIL held (audit hook). Runs py_src once in a private namespace. */
+/* GIL held (audit hook). Runs boot.py once in a private namespace. */
 static void bootstrap(void)
 {
     py_booted = 1;
     PyObject *et, *ev, *tb;
     py.Err_Fetch(&et, &ev, &tb);
     ls_in_shim++; /* nothing the bootstrap does is the host's */
-    own_file = intern_str("<leakshim>");
-    PyObject *ns = py.Dict_New();
-    int ok = ns && py.Dict_SetItemString(ns, "__builtins__", py.Eval_GetBuiltins()) == 0;
+    PyObject *ns = py.Dict_New(), *name = py.Unicode_DecodeUTF8("leakshim.boot", 13, NULL);
+    int ok = ns && name && py.Dict_SetItemString(ns, "__builtins__", py.Eval_GetBuiltins()) == 0 &&
+             py.Dict_SetItemString(ns, "__name__", name) == 0;
+    if (name)
+        py.DecRef(name);
+    PyObject *install = py.Bool_FromLong(1);
+    ok = ok && install && py.Dict_SetItemString(ns, "_LS_INSTALL", install) == 0;
+    if (install)
+        py.DecRef(install);
     for (size_t i = 0; ok && i < sizeof py_methods / sizeof py_methods[0]; i++) {
         PyObject *f = py.CFunction_NewEx(&py_methods[i], NULL, NULL);
         ok = f && py.Dict_SetItemString(ns, py_methods[i].ml_name, f) == 0;
@@ -1026,7 +647,8 @@ static void bootstrap(void)
         if (v)
             py.DecRef(v);
     }
-    PyObject *code = ok ? py.CompileString(py_src, "<leakshim>", PY_FILE_INPUT) : NULL;
+    const struct py_file *boot = py_file("boot.py");
+    PyObject *code = ok ? py.CompileString(boot->start, "<leakshim>/boot.py", PY_FILE_INPUT) : NULL;
     PyObject *r = code ? py.Eval_EvalCode(code, ns, ns) : NULL;
     if (!r) {
         ls_warn("Python support is off: its bootstrap failed%s", ls_opt.verbosity > 0 ? ":" : "");
