@@ -477,14 +477,6 @@ void ls_symbolize(void *pc, ls_sym *out)
     }
 }
 
-int ls_symbolize_frames(void *pc, ls_sym *out, int max)
-{
-    if (max < 1)
-        return 0;
-    ls_symbolize(pc, &out[0]);
-    return 1;
-}
-
 /* atfork prepare/parent/child (no malloc): the stack tables are consistent in the child. */
 void ls_stack_lock_all(void)
 {
