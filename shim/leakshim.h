@@ -1,6 +1,6 @@
 /*
  * leakshim internal API: the one header between the thin hook files (hook_*.c) and the core
- * (registry.c, stack.c, report.c, options.c, rawio.c, init.c). Nothing here is exported from
+ * (registry.c, stack.c, report_*.c, options.c, rawio.c, init.c). Nothing here is exported from
  * libleakshim.so except what is marked LEAKSHIM_EXPORT in the hook files.
  *
  * The core is unit-tested by linking it directly (no preload), so core files never call a hooked
@@ -101,6 +101,7 @@ typedef struct ls_options {
     double interval;                /* timeline sample period, 0 = off */
     int verbosity;                  /* 0 quiet .. 2 chatty */
     int top;                        /* churn table rows */
+    int fold;                       /* text reports fold library and interpreter frames */
     int help;
 } ls_options;
 
@@ -299,15 +300,89 @@ int ls_classify(const struct sockaddr *sa, socklen_t len); /* 1 if the address i
 void ls_registry_lock_all(void);                           /* atfork prepare */
 void ls_registry_unlock_all(int child);                    /* atfork parent/child */
 
-/* ---------------------------------------------------------------- reports (report.c) */
+/* ---------------------------------------------------------------- many sockets at once (sockdiag.c, rawio.c)
+ * Snapshots of many live sockets (registry.c): the per-fd kernel check in batches, each socket's
+ * local address and idle time asked on the fd just checked or taken from sock_diag dumps, and
+ * printf-free formatting for renderers that write a line per socket. */
+
+/* The host's fds checked one after another (the registry's kernel check): the socket inode behind
+ * each, and an fd this thread may use for that socket until the next call. On a thread that shares
+ * the host's fd table that is n itself (one fstat); on the reporter thread (ls_fds_private) a
+ * pidfd_getfd duplicate, fstat'ed, and closed with its neighbours in one close_range when the
+ * batch is full or ends. Returns 1 (a socket: *ino, *usable set), 0 (n is closed or not a socket). */
+#define LS_HOSTFDS_BATCH 256
+typedef struct ls_hostfds {
+    int dups[LS_HOSTFDS_BATCH];
+    int ndups;
+    unsigned flushes; /* a usable fd given before the count changed is closed */
+} ls_hostfds;
+int ls_hostfds_sock(ls_hostfds *b, int n, uint64_t *ino, int *usable);
+void ls_hostfds_end(ls_hostfds *b); /* closes the duplicates; every usable fd given is gone */
+
+/* Formatting without printf (rawio.c), for renderers that write a line per socket. */
+void ls_buf_put(ls_buf *b, const char *s, size_t n); /* n bytes of s */
+void ls_buf_u64(ls_buf *b, uint64_t v);              /* %llu */
+void ls_buf_i64(ls_buf *b, int64_t v);               /* %lld */
+void ls_buf_hex(ls_buf *b, uint64_t v);              /* %#llx: "0", "0x7f..." */
+/* An address as text, as snprintf + inet_ntop write it: "1.2.3.4:5432", "[::1]:5432" (glibc's
+ * inet_ntop forms, IPv4-mapped included), a path, "@abstract", "?" (len 0), "family N". Writes at
+ * most cap - 1 characters and a NUL; returns the length written. */
+size_t ls_addr_format(char *out, size_t cap, const struct sockaddr_storage *ss, socklen_t len);
+void ls_buf_addr(ls_buf *b, const struct sockaddr_storage *ss, socklen_t len);
+
+/* Socket facts by inode from NETLINK_SOCK_DIAG dumps: inet_diag for TCP (IPv4, IPv6) and
+ * unix_diag, for the sockets of the calling thread's network namespace. Only the inodes asked for
+ * are kept. It cannot say which fd holds a socket: that is the kernel check's job. */
+#define LS_SD_MAX_PORTS 16 /* TCP dumps filter on up to this many peer ports */
+enum { LS_SD_TCP4 = 1, LS_SD_TCP6 = 2, LS_SD_UNIX = 4, LS_SD_ALL = 7, LS_SD_INFO = 8 /* tcp_info: idle */ };
+typedef struct ls_sockdiag_ent {
+    uint64_t ino;
+    int family; /* AF_INET, AF_INET6 (TCP) or AF_UNIX */
+    int state;  /* TCP_* (unix: TCP_ESTABLISHED, TCP_LISTEN or TCP_CLOSE) */
+    int found;  /* facts present: from a dump, or written by the caller (the registry asks per socket) */
+    struct sockaddr_storage local; /* as getsockname returns it, locallen bytes */
+    socklen_t locallen;
+    socklen_t peerlen; /* TCP: as getpeername returns it; unix: 0 (see peer_ino) */
+    struct sockaddr_storage peer;
+    uint64_t peer_ino; /* unix: the peer socket's inode, 0 if none */
+    double idle;       /* TCP, dumped with LS_SD_INFO: seconds since data last moved; else -1 */
+} ls_sockdiag_ent;
+typedef struct ls_sockdiag {
+    ls_sockdiag_ent *ents; /* the inodes asked for, in order */
+    size_t n, cap, found;
+    uint32_t *slots; /* open addressing on the inode: index + 1, 0 empty */
+    int bits;
+    unsigned what; /* LS_SD_TCP4/TCP6/UNIX: the dumps the recorded peers call for */
+    uint16_t ports[LS_SD_MAX_PORTS];
+    int nports, tcp_ports_ok;
+} ls_sockdiag;
+int ls_sockdiag_init(ls_sockdiag *t, size_t cap); /* room for cap inodes; -1 out of memory */
+/* Asks for inode ino; peer (as recorded at connect) selects the dump and the TCP port filter. */
+int ls_sockdiag_want(ls_sockdiag *t, uint64_t ino, const struct sockaddr *peer, socklen_t peerlen);
+/* Runs the dumps among flags (LS_SD_*) that the wanted sockets need. Returns how many dumps the
+ * kernel answered, -1 if none (netlink refused): callers then ask per socket. */
+int ls_sockdiag_fill(ls_sockdiag *t, unsigned flags);
+const ls_sockdiag_ent *ls_sockdiag_find(const ls_sockdiag *t, uint64_t ino); /* NULL: not seen */
+long ls_sockdiag_index(const ls_sockdiag *t, uint64_t ino);                  /* index in ents of a wanted inode, -1 */
+void ls_sockdiag_free(ls_sockdiag *t);
+/* registry.c: 1 = snapshots take local addresses and idle times from sock_diag first; 0 (default)
+ * = per socket, on the fd the kernel check has just verified (faster where measured: registry.c). */
+extern int ls_snapshot_sockdiag;
+
+/* ---------------------------------------------------------------- reports (report_*.c, ls_report.h)
+ * A model built from a registry snapshot (report_model.c), rendered as text or JSON, written by
+ * report_emit.c. */
 /* Takes the exit report once (later calls do nothing); returns the number of unsuppressed
- * leaks found. Python calls this from its own atexit, the C atexit handler afterwards. */
+ * leaks found. Quiet when nothing leaked (unless report= names a path, or verbosity=2). Python
+ * calls this from its own atexit, the C atexit handler afterwards. */
 int ls_report_exit(void);
-void ls_report_snapshot(void);                   /* `kill -USR2` dump: to the report destination */
-void ls_report_snapshot_to(ls_buf *b, int json); /* `leakshim dump`: into b, for the private channel */
-void ls_report_check_thresholds(void);           /* live warnings; called by the reporter thread */
-int ls_exit_leaks(void);                         /* leaks counted by the exit report (-1 if not taken) */
-/* Builds a report into b (unit tests and the functions above). kind: 0 exit, 1 snapshot. */
+void ls_report_snapshot(void); /* `kill -USR2` dump: to the report destination */
+/* `leakshim dump`: into b, for the private channel; sockets: one text line per socket. */
+void ls_report_snapshot_to(ls_buf *b, int json, int sockets);
+void ls_report_check_thresholds(void); /* live warnings; called by the reporter thread */
+int ls_exit_leaks(void);               /* leaks counted by the exit report (-1 if not taken) */
+/* Builds a report from the live registry into text and/or json (either may be NULL; unit tests
+ * and benchmarks). kind: 0 exit, 1 snapshot. Unlike ls_report_exit, always renders. */
 void ls_report_build(ls_buf *text, ls_buf *json, int kind, int *leaks_out);
 void ls_timeline_sample(void); /* reporter thread, every `interval` seconds */
 void ls_report_reset_after_fork(void);

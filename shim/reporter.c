@@ -94,7 +94,9 @@ static void channel_open(void)
         ls_warn("cannot open the private channel for `leakshim dump`: %s", strerror(errno));
 }
 
-/* Serves one `leakshim dump` client: "dump text" / "dump json" / "dump sockets", then the report. */
+/* Serves one `leakshim dump` client. The request is one line: "dump", then words: "json" (the
+ * JSON document; default text) and "sockets" (text: one line per socket under its group; the
+ * JSON always has every socket). Unknown words are ignored (a newer tool, an older shim). */
 static void channel_serve(void)
 {
     int c = accept4(chan_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -121,8 +123,14 @@ static void channel_serve(void)
             break;
     }
     req[n] = 0;
+    req[strcspn(req, "\n")] = 0;
+    int json = 0, sockets = 0;
+    for (char *save = NULL, *w = strtok_r(req, " \t\r", &save); w; w = strtok_r(NULL, " \t\r", &save)) {
+        json |= !strcmp(w, "json");
+        sockets |= !strcmp(w, "sockets");
+    }
     ls_buf b = {0};
-    ls_report_snapshot_to(&b, strstr(req, "json") != NULL);
+    ls_report_snapshot_to(&b, json, sockets);
     for (size_t off = 0; b.data && off < b.len;) {
         ssize_t w = send(c, b.data + off, b.len - off, MSG_NOSIGNAL);
         if (w < 0 && errno == EAGAIN) {

@@ -18,10 +18,12 @@ can be used directly for a private server, e.g. one a test stops on purpose:
     srv = PostgresServer().start(); ...; srv.stop()
 """
 
+import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -457,3 +459,52 @@ def _sanitizer_reports():
     if new:
         reports = "\n".join(f"--- {n}\n" + (logs / n).read_text(errors="replace") for n in new)
         pytest.fail(f"sanitizer reports in {logs}:\n{reports}", pytrace=False)
+
+
+# ---------------------------------------------------------------- every JSON report matches the schema
+# shim/report.schema.json documents the JSON reports; here every report the suite produces is held
+# to it, in one place: each report a test decodes (json.loads / json.load: report files, stderr,
+# `leakshim dump --json`), and each report file a test leaves in its tmp_path, read or not.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _report_schema():
+    """The schema describes every field, and the unit tests' golden JSON matches it."""
+    helpers.report_validator()  # a schema that is not valid draft 2020-12 fails here
+    missing = helpers.undescribed_schema_fields()
+    if missing:
+        pytest.fail(f"{helpers.SCHEMA}: fields without a description: {missing}", pytrace=False)
+    for path in sorted(helpers.GOLDEN.glob("*.json")):
+        helpers.validate_report(json.loads(path.read_text()), str(path))
+
+
+def _report_files(root):
+    """Regular files under root (never a FIFO or a symlink a test planted)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size < (256 << 20):
+                yield path
+
+
+@pytest.fixture(autouse=True)
+def _reports_match_schema(request, monkeypatch):
+    real_loads = json.loads
+
+    def loads(s, *args, **kwargs):
+        doc = real_loads(s, *args, **kwargs)
+        if helpers.is_report(doc):
+            helpers.validate_report(doc, "a JSON report the test read")
+        return doc
+
+    monkeypatch.setattr(json, "loads", loads)  # json.load calls it too
+    yield
+    monkeypatch.setattr(json, "loads", real_loads)
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is not None:
+        for path in _report_files(tmp):
+            helpers.validate_report_file(path)

@@ -115,3 +115,80 @@ def load_reports(pattern):
             except json.JSONDecodeError as exc:
                 raise AssertionError(f"{path}: not valid JSON: {exc}") from exc
     return out
+
+
+# ---------------------------------------------------------------- report schema
+# Every JSON report the tests read or leave behind is validated against shim/report.schema.json
+# (conftest.py does it centrally: json.loads/json.load of a report, and report files left in a
+# test's tmp_path). Needs python3-jsonschema (Debian 12: 4.10, draft 2020-12).
+
+SCHEMA = ROOT / "shim" / "report.schema.json"
+GOLDEN = ROOT / "tests" / "unit" / "golden"
+
+
+@functools.lru_cache(maxsize=None)
+def report_validator():
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def is_report(doc):
+    return isinstance(doc, dict) and "leakshim" in doc and "kind" in doc
+
+
+def validate_report(doc, where="a JSON report"):
+    """Raises AssertionError naming every place where doc breaks the schema."""
+    errors = sorted(report_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = [f"  at /{'/'.join(str(p) for p in e.absolute_path)}: {e.message[:300]}" for e in errors[:20]]
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise AssertionError(f"{where} does not match {SCHEMA.relative_to(ROOT)}:\n" + "\n".join(lines) + more)
+
+
+REPORT_PREFIX = b'{"leakshim":'
+
+
+def validate_report_file(path):
+    """Validates every report in the file at path (one JSON document per line; text lines of a
+    format=both report on one fd are skipped). Returns how many reports it holds."""
+    n = 0
+    for i, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        if not line.startswith(REPORT_PREFIX):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise AssertionError(f"{path}:{i}: a report that is not valid JSON: {exc}") from exc
+        validate_report(doc, f"{path}:{i}")
+        n += 1
+    return n
+
+
+def undescribed_schema_fields():
+    """Properties of the schema without a description (directly or on the definition they refer to)."""
+    schema = json.loads(SCHEMA.read_text())
+
+    def target(ref):
+        node = schema
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+        return node
+
+    missing = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, sub in node.get("properties", {}).items():
+                if "description" not in sub and not ("$ref" in sub and "description" in target(sub["$ref"])):
+                    missing.append(f"{path}/{key}")
+            for key, sub in node.items():
+                walk(sub, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{path}[{i}]")
+
+    walk(schema, "")
+    return missing

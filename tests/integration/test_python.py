@@ -199,12 +199,20 @@ def test_redis_text_report_shows_python_frames_above_native(redis_server):
     text = r.stderr
     assert "3 redis-py handles (connection) never freed, holding 3 open Redis connections" in text
     assert "SUMMARY: leakshim: 3 leaked database connections in 1 group" in text
-    block = text.split("never freed", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    title, *block = text.split("never freed", 1)[1].split("\n\n", 1)[0].splitlines()
+    # the group's header names the user's line (relative to the working directory)
+    assert title.endswith(f"created at samples/{sample.name}:{line} in handle_request:"), title
     py_at = next(i for i, x in enumerate(block) if f"{sample}:{line} in handle_request" in x)
-    # the interpreter's native frames are folded into one line under the Python ones
-    native_at = next(i for i, x in enumerate(block) if "interpreter frames (full list in the JSON report)" in x)
-    assert block[0].lstrip().startswith("#0 /usr/lib/python3/dist-packages/redis/")
+    # redis-py's frames above it are folded into one line, the interpreter's native frames under
+    # the Python ones into another (fold=1, the default; the JSON keeps every frame)
+    native_at = next(i for i, x in enumerate(block) if re.fullmatch(r"\s+#\d+ \.\.\. \d+ interpreter frames", x))
+    assert re.fullmatch(r"\s+#0 \.\.\. \d+ redis frames?", block[0]), block
     assert py_at < native_at
+    unfolded = run_shim([PY, sample, f"{redis_server.host}:{redis_server.port}", "3"], options="fold=0", timeout=60)
+    assert unfolded.returncode == 0, unfolded.stderr
+    lines = unfolded.stderr.split("never freed", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert lines[0].lstrip().startswith("#0 /usr/lib/python3/dist-packages/redis/")
+    assert not [x for x in lines if "..." in x]
 
 
 def test_redis_client_per_request_churn(tmp_path, redis_server):
@@ -352,7 +360,12 @@ def test_healthy_service_text_report_says_no_leak(tmp_path, pg, redis_server):
     r = run_shim([PY, SAMPLES / "py_healthy_service.py", pg.dsn,
                   f"{redis_server.host}:{redis_server.port}", "--requests", "8"], timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "leakshim: 0 leaked database connections" in r.stderr
+    assert r.stderr == ""  # quiet by default: nothing leaked, nothing written
+    r = run_shim([PY, SAMPLES / "py_healthy_service.py", pg.dsn,
+                  f"{redis_server.host}:{redis_server.port}", "--requests", "8"], options="verbosity=2",
+                 timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "leakshim: 0 leaked database connections" in r.stderr  # said when asked for
     assert "ERROR" not in r.stderr
 
 
