@@ -28,4 +28,11 @@ int ls_out_fd_of(const char *path);
  *  - writes append (O_APPEND): live warnings and then the exit report go to the same file. */
 int ls_out_open(const char *path, int *owned, char *why, size_t whycap);
 
+/* Would ls_out_open(path) succeed for this process? Makes the same checks, plus write permission
+ * on the file or (when it does not exist) its directory, but creates, opens for writing and
+ * changes nothing. Returns 0 or -1 with a reason in why, as ls_out_open. A path naming an fd is
+ * not checked (it names an fd of the program that will run): 0. A FIFO is accepted here even
+ * without a reader, which ls_out_open refuses at write time. */
+int ls_out_check(const char *path, char *why, size_t whycap);
+
 #endif

@@ -1,7 +1,9 @@
 /* LEAKSHIM_OPTIONS: one table (LSan's LSAN_FLAG model) drives parsing, validation, help=1 and the
  * README's option list (`leakshim options --markdown`). Used by the shim and by tools/leakshim. */
 #include "leakshim.h"
+#include "ls_suggest.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,6 +36,8 @@ ls_options ls_opt;
     OPT(DOUBLE, interval, "0", "SECONDS", "timeline sample period for live counts (0 = off)")                          \
     OPT(INT, verbosity, "1", "0-2", "0 = reports only, 1 = warnings, 2 = debug lines")                                 \
     OPT(INT, top, "5", "0-100", "rows in the creations-per-stack (churn) table")                                       \
+    OPT(BOOL, fold, "1", "0|1",                                                                                        \
+        "text reports fold library and interpreter frames into one line each (JSON keeps all)")                        \
     OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")
 
 struct opt_desc {
@@ -435,6 +439,11 @@ static int set_top(ls_options *o, const char *v, char *why)
     long x;
     return parse_long(v, 0, 100, &x, why) ? -1 : (o->top = (int)x, 0);
 }
+static int set_fold(ls_options *o, const char *v, char *why)
+{
+    long x;
+    return parse_long(v, 0, 1, &x, why) ? -1 : (o->fold = (int)x, 0);
+}
 static int set_help(ls_options *o, const char *v, char *why)
 {
     long x;
@@ -459,6 +468,78 @@ void ls_options_defaults(ls_options *o)
 #define OPT_KEY(type, name, def, valid, desc) ", " #name
 static const char valid_keys[] = LS_OPTION_TABLE(OPT_KEY);
 #undef OPT_KEY
+#define OPT_NAME(type, name, def, valid, desc) #name,
+static const char *const opt_names[] = {LS_OPTION_TABLE(OPT_NAME)};
+#undef OPT_NAME
+
+/* Optimal string alignment distance (a swap of two neighbours counts 1), case-insensitive, of
+ * words of at most SUGGEST_MAX bytes; three rows of bytes, so the constructor's stack barely
+ * notices it. */
+#define SUGGEST_MAX 64
+static unsigned edit_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+    unsigned char rows[3][SUGGEST_MAX + 1], *pp = rows[0], *prev = rows[1], *cur = rows[2];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = (unsigned char)j;
+    for (size_t i = 1; i <= la; i++) {
+        int ca = tolower((unsigned char)a[i - 1]);
+        cur[0] = (unsigned char)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int cb = tolower((unsigned char)b[j - 1]);
+            unsigned best = prev[j - 1] + (unsigned)(ca != cb);
+            if (prev[j] + 1u < best)
+                best = prev[j] + 1u;
+            if (cur[j - 1] + 1u < best)
+                best = cur[j - 1] + 1u;
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) && tolower((unsigned char)a[i - 2]) == cb &&
+                pp[j - 2] + 1u < best)
+                best = pp[j - 2] + 1u;
+            cur[j] = (unsigned char)best;
+        }
+        unsigned char *t = pp;
+        pp = prev, prev = cur, cur = t;
+    }
+    return prev[lb];
+}
+
+const char *ls_suggest(const char *word, size_t len, const char *const *names, size_t n)
+{
+    const char *best = NULL, *prefix_of = NULL;
+    unsigned best_d = ~0u;
+    int prefixes = 0;
+    if (!word || len == 0 || len > SUGGEST_MAX)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t ln = strlen(names[i]);
+        if (ln > SUGGEST_MAX)
+            continue;
+        if (len >= 3 && len < ln && !strncasecmp(word, names[i], len) && !prefixes++)
+            prefix_of = names[i];
+        unsigned d = edit_distance(word, len, names[i], ln), limit = ln <= 5 ? 1 : ln <= 8 ? 2 : 3;
+        if (d <= limit && d < len && d < best_d)
+            best = names[i], best_d = d;
+    }
+    return best ? best : prefixes == 1 ? prefix_of : NULL;
+}
+
+/* What exitcode will be once the items after this one (rest) are read: is the leak gate on? */
+static long exitcode_after(const ls_options *o, const char *rest)
+{
+    long code = o->exitcode;
+    while (*rest) {
+        const char *colon = strchr(rest, ':');
+        size_t len = colon ? (size_t)(colon - rest) : strlen(rest);
+        if (len >= 9 && !memcmp(rest, "exitcode=", 9)) {
+            char v[16] = "";
+            if (len - 9 < sizeof v)
+                memcpy(v, rest + 9, len - 9);
+            if (len - 9 >= sizeof v || parse_long(v, 0, 255, &code, NULL))
+                code = 0; /* a bad value puts the default back, as parse_item does */
+        }
+        rest += len + (colon ? 1 : 0);
+    }
+    return code;
+}
 
 /* The longest value any option can hold: LS_MAX_PATHS patterns of LS_PATH_LEN - 1 bytes, commas
  * and a leading '+'. A longer one is refused before it is copied. */
@@ -466,8 +547,10 @@ static const char valid_keys[] = LS_OPTION_TABLE(OPT_KEY);
 /* Echoed user text is escaped (one line, printable) and cut to this many bytes. */
 #define ECHO_MAX 100
 
-/* One key=value item (not NUL-terminated, len > 0). Returns 1 if it was a problem (reported). */
-static int parse_item(ls_options *o, const char *s, size_t len, void (*err)(const char *, void *), void *arg)
+/* One key=value item (not NUL-terminated, len > 0); rest: the items after it. Returns 1 if it was
+ * a problem (reported). */
+static int parse_item(ls_options *o, const char *s, size_t len, const char *rest, void (*err)(const char *, void *),
+                      void *arg)
 {
     char msg[768], shown[ECHO_MAX];
     const char *eq = memchr(s, '=', len);
@@ -487,8 +570,16 @@ static int parse_item(ls_options *o, const char *s, size_t len, void (*err)(cons
     if (i == NOPTS) {
         if (!err)
             return 1;
+        /* A misspelt key is most likely the one meant: name it; and a misspelt exitcode switches
+         * the CI gate off, which must not pass as one more warning. */
+        const char *meant = ls_suggest(s, klen, opt_names, NOPTS);
+        char hint[64] = "";
+        if (meant)
+            snprintf(hint, sizeof hint, ", did you mean '%s'?", meant);
+        int gate_off = meant && !strcmp(meant, "exitcode") && exitcode_after(o, rest) == 0;
         ls_escape(shown, sizeof shown, s, klen);
-        snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: unknown option '%s' (valid: %s)", shown, valid_keys + 2);
+        snprintf(msg, sizeof msg, "LEAKSHIM_OPTIONS: unknown option '%s'%s (valid: %s)%s", shown, hint, valid_keys + 2,
+                 gate_off ? "; exitcode is not set: leaks will NOT fail this run" : "");
         err(msg, arg);
         return 1;
     }
@@ -530,7 +621,7 @@ int ls_options_parse(ls_options *o, const char *s, void (*err)(const char *msg, 
         const char *colon = strchr(s, ':');
         size_t len = colon ? (size_t)(colon - s) : strlen(s);
         if (len > 0) /* empty items are tolerated, as in ASAN_OPTIONS */
-            problems += parse_item(o, s, len, err, arg);
+            problems += parse_item(o, s, len, s + len, err, arg);
         s += len + (colon ? 1 : 0);
     }
     return problems;

@@ -118,6 +118,38 @@ static int dir_trusted(int dfd, const char *dir, char *why, size_t cap)
     return ok;
 }
 
+/* Is what st describes something a report may be appended to? */
+static int stat_ok(const struct stat *st, char *why, size_t cap)
+{
+    uid_t me = geteuid();
+    if (S_ISREG(st->st_mode)) {
+        if (st->st_uid != me)
+            reason(why, cap, "the file exists and belongs to uid %u, not to this process (uid %u)",
+                   (unsigned)st->st_uid, (unsigned)me);
+        else if (st->st_nlink != 1)
+            reason(why, cap, "the file exists and has %lu hard links", (unsigned long)st->st_nlink);
+        else if (st->st_mode & (S_IWGRP | S_IWOTH))
+            reason(why, cap, "the file exists and is writable by group or others (mode %04o)",
+                   (unsigned)(st->st_mode & 07777));
+        else
+            return 1;
+        return 0;
+    }
+    if (S_ISCHR(st->st_mode))
+        return 1;
+    if (S_ISFIFO(st->st_mode)) {
+        if (st->st_uid == me || st->st_uid == 0)
+            return 1;
+        reason(why, cap, "it is a FIFO belonging to uid %u", (unsigned)st->st_uid);
+        return 0;
+    }
+    if (S_ISDIR(st->st_mode))
+        reason(why, cap, "it is a directory");
+    else
+        reason(why, cap, "it is not a regular file, character device or FIFO");
+    return 0;
+}
+
 /* fd was opened without O_CREAT: is it something a report may be appended to? */
 static int existing_ok(int fd, char *why, size_t cap)
 {
@@ -126,30 +158,7 @@ static int existing_ok(int fd, char *why, size_t cap)
         reason(why, cap, "fstat: %s", strerror(errno));
         return 0;
     }
-    uid_t me = geteuid();
-    if (S_ISREG(st.st_mode)) {
-        if (st.st_uid != me)
-            reason(why, cap, "the file exists and belongs to uid %u, not to this process (uid %u)", (unsigned)st.st_uid,
-                   (unsigned)me);
-        else if (st.st_nlink != 1)
-            reason(why, cap, "the file exists and has %lu hard links", (unsigned long)st.st_nlink);
-        else if (st.st_mode & (S_IWGRP | S_IWOTH))
-            reason(why, cap, "the file exists and is writable by group or others (mode %04o)",
-                   (unsigned)(st.st_mode & 07777));
-        else
-            return 1;
-        return 0;
-    }
-    if (S_ISCHR(st.st_mode))
-        return 1;
-    if (S_ISFIFO(st.st_mode)) {
-        if (st.st_uid == me || st.st_uid == 0)
-            return 1;
-        reason(why, cap, "it is a FIFO belonging to uid %u", (unsigned)st.st_uid);
-        return 0;
-    }
-    reason(why, cap, "it is not a regular file, character device or FIFO");
-    return 0;
+    return stat_ok(&st, why, cap);
 }
 
 /* One attempt in the checked directory: >= 0 an fd, -1 refused (why set), -2 the name changed
@@ -190,6 +199,31 @@ static int open_in(int dfd, const char *base, char *why, size_t cap)
     return fd;
 }
 
+/* path -> the directory holding the file (dir, PATH_MAX bytes) and the file's name in it (*base);
+ * then the directory opened O_PATH. Returns that fd, or -1 (why set). */
+static int open_dir_of(const char *path, char *dir, const char **base, char *why, size_t whycap)
+{
+    const char *slash = strrchr(path, '/');
+    *base = slash ? slash + 1 : path;
+    if (!slash)
+        snprintf(dir, PATH_MAX, ".");
+    else if (slash == path)
+        snprintf(dir, PATH_MAX, "/");
+    else if ((size_t)(slash - path) >= PATH_MAX) {
+        reason(why, whycap, "path too long");
+        return -1;
+    } else
+        snprintf(dir, PATH_MAX, "%.*s", (int)(slash - path), path);
+    if (!**base || !strcmp(*base, ".") || !strcmp(*base, "..")) {
+        reason(why, whycap, "it names a directory, not a file");
+        return -1;
+    }
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        reason(why, whycap, "directory '%s': %s", dir, strerror(errno));
+    return dfd;
+}
+
 int ls_out_open(const char *path, int *owned, char *why, size_t whycap)
 {
     *owned = 0;
@@ -204,27 +238,10 @@ int ls_out_open(const char *path, int *owned, char *why, size_t whycap)
         return own_fd(n, why, whycap);
 
     char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else if ((size_t)(slash - path) >= sizeof dir) {
-        reason(why, whycap, "path too long");
+    const char *base;
+    int dfd = open_dir_of(path, dir, &base, why, whycap);
+    if (dfd < 0)
         return -1;
-    } else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    if (!*base || !strcmp(base, ".") || !strcmp(base, "..")) {
-        reason(why, whycap, "it names a directory, not a file");
-        return -1;
-    }
-
-    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-        reason(why, whycap, "directory '%s': %s", dir, strerror(errno));
-        return -1;
-    }
     int fd = -1;
     if (dir_trusted(dfd, dir, why, whycap)) {
         fd = -2;
@@ -239,4 +256,54 @@ int ls_out_open(const char *path, int *owned, char *why, size_t whycap)
     if (fd >= 0)
         *owned = 1;
     return fd;
+}
+
+/* ls_out_check's look at the name in the checked directory: 1 if open_in would take it. */
+static int check_in(int dfd, const char *dir, const char *base, char *why, size_t cap)
+{
+    struct stat st;
+    if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno != ENOENT) {
+            reason(why, cap, "%s", strerror(errno));
+            return 0;
+        }
+        if (faccessat(dfd, ".", W_OK | X_OK, AT_EACCESS) < 0) { /* it would be created there */
+            reason(why, cap, "cannot create files in directory '%s': %s", dir, strerror(errno));
+            return 0;
+        }
+        return 1;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        reason(why, cap, "it is a symbolic link (report files are never opened through one)");
+        return 0;
+    }
+    if (!stat_ok(&st, why, cap))
+        return 0;
+    if (faccessat(dfd, base, W_OK, AT_EACCESS) < 0) {
+        reason(why, cap, "the file is not writable: %s", strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+
+/* The checks of ls_out_open, and the permissions it would need, made without creating or opening
+ * the file: what `leakshim check-options` and `leakshim run` say before anything runs. */
+int ls_out_check(const char *path, char *why, size_t whycap)
+{
+    if (why && whycap)
+        why[0] = 0;
+    if (!path || !*path) {
+        reason(why, whycap, "empty path");
+        return -1;
+    }
+    if (ls_out_fd_of(path) >= 0) /* an fd of the program that will run: not ours to check */
+        return 0;
+    char dir[PATH_MAX];
+    const char *base;
+    int dfd = open_dir_of(path, dir, &base, why, whycap);
+    if (dfd < 0)
+        return -1;
+    int ok = dir_trusted(dfd, dir, why, whycap) && check_in(dfd, dir, base, why, whycap);
+    ls_sys_close(dfd);
+    return ok ? 0 : -1;
 }
