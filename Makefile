@@ -6,6 +6,9 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 LIBDIR  ?= $(PREFIX)/lib
 BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+# The one version string lives in shim/ls_version.h (`make version` prints it).
+VERSION := $(shell sed -n 's/^.define LEAKSHIM_VERSION "\(.*\)"$$/\1/p' shim/ls_version.h)
 
 ifeq ($(V),1)
 Q :=
@@ -35,35 +38,74 @@ SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
 SHIM_HDR := $(wildcard shim/*.h)
 SHIM     := shim/libleakshim.so
 TOOL     := tools/leakshim
-TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c
+TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c
+MAN      := tools/leakshim.1
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 PROG_SRC := $(sort $(wildcard tests/integration/progs/*.c))
 PROG_BIN := $(PROG_SRC:.c=)
 UNIT_BIN := $(UNIT_SRC:.c=)
 
-# Samples: the prefix of the file name says which driver it links.
+# Samples: the prefix of the file name says which driver it links. pkg-config runs only when a
+# sample is linked (recursive variables), never when make reads this file: `make deps demo` works in
+# one invocation on a bare machine, and a sample whose driver is missing says which package.
 SAMPLE_SRC := $(sort $(wildcard samples/*.c))
 SAMPLE_BIN := $(SAMPLE_SRC:.c=)
-lib_pq     := $(shell pkg-config --cflags --libs libpq 2>/dev/null || echo -I/usr/include/postgresql -lpq)
-lib_redis  := $(shell pkg-config --cflags --libs hiredis 2>/dev/null)
-lib_mongoc := $(shell pkg-config --cflags --libs libmongoc-1.0 2>/dev/null)
-lib_mysql  := $(shell pkg-config --cflags --libs libmariadb 2>/dev/null)
-sample_libs = $(strip $(if $(filter pq_%,$(1)),$(lib_pq)) $(if $(filter redis_%,$(1)),$(lib_redis)) \
-	$(if $(filter mongoc_%,$(1)),$(lib_mongoc)) $(if $(filter mysql_%,$(1)),$(lib_mysql)) -lpthread)
+sample_pc   = $(if $(filter pq_%,$(1)),libpq) $(if $(filter redis_%,$(1)),hiredis) \
+	$(if $(filter mongoc_%,$(1)),libmongoc-1.0) $(if $(filter mysql_%,$(1)),libmariadb)
+pc_fallback_libpq = $(if $(wildcard /usr/include/postgresql/libpq-fe.h),-I/usr/include/postgresql -lpq)
+pc_libs     = $(or $(shell pkg-config --cflags --libs $(1) 2>/dev/null),$(pc_fallback_$(1)),\
+	$(error samples/$(2) needs $(1), which pkg-config does not find: run `make deps`))
+sample_libs = $(strip $(foreach p,$(call sample_pc,$(1)),$(call pc_libs,$(p),$(1))) -lpthread)
 
 .PHONY: all deps demo test unit unit-asan integration bench install uninstall clean format-check options-md
-all: $(SHIM) $(TOOL) $(SAMPLE_BIN)
+all: $(SHIM) $(TOOL) $(MAN) $(SAMPLE_BIN)
+
+# The shim's Python files are embedded (shim/hook_python.c) as source and as build/py/NAME.pyc: the
+# build python3's magic number + the marshalled code object, used only by an interpreter with that
+# magic number. Without a python3 the .pyc is empty and the shim compiles the source at run time.
+PY_SRC := $(wildcard shim/py/*.py)
+PY_PYC := $(PY_SRC:shim/py/%.py=build/py/%.pyc)
+build/py/%.pyc: shim/py/%.py
+	@mkdir -p $(@D)
+	$(Q)$(PYTHON) -c 'import sys, marshal, importlib.util as u; f = sys.argv[1]; \
+		c = compile(open(f).read(), "<leakshim>/" + f.rsplit("/", 1)[1], "exec"); \
+		open(sys.argv[2], "wb").write(u.MAGIC_NUMBER + marshal.dumps(c))' $< $@ 2>/dev/null || : > $@
 
 # -z now: no lazy PLT resolver (kilobytes of stack) runs inside a hook on the host's thread.
-$(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map
+$(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map $(PY_SRC) $(PY_PYC)
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
 		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,now -ldl -lpthread
 
-$(TOOL): $(TOOL_SRC) $(SHIM_HDR)
+# The tool looks for the shim beside itself (LIBDIR relative to BINDIR: a staged DESTDIR tree or a
+# moved prefix works), then in LIBDIR. Both are built in; build/tool-dirs changes (and the tool is
+# rebuilt) only when they do, e.g. for `make install LIBDIR=... BINDIR=...` after a plain `make`.
+LIB_REL   := $(shell realpath -m -s --relative-to='$(BINDIR)' '$(LIBDIR)')
+TOOL_DIRS := build/tool-dirs
+.PHONY: FORCE version
+$(TOOL_DIRS): FORCE
+	@mkdir -p $(@D); echo 'LIBDIR=$(LIBDIR) LIB_REL=$(LIB_REL)' | cmp -s - $@ || \
+		echo 'LIBDIR=$(LIBDIR) LIB_REL=$(LIB_REL)' > $@
+$(TOOL): $(TOOL_SRC) $(SHIM_HDR) $(TOOL_DIRS)
 	$(call msg,CCLD,$@)
-	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -o $@ $(TOOL_SRC)
+	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -DLEAKSHIM_LIB_REL='"$(LIB_REL)"' -o $@ $(TOOL_SRC)
+
+# The man page: tools/leakshim.1.scd, in which the lines @synopsis@, @commands@, @exit-status@ are
+# printed by the tool from the table its --help comes from, and @options@ from the table the shim
+# parses with (`leakshim help --scdoc SECTION`, `leakshim options --scdoc`); scdoc(1) makes roff.
+$(MAN): tools/leakshim.1.scd $(TOOL)
+	$(call msg,SCDOC,$@)
+	$(Q)command -v scdoc >/dev/null || { echo "scdoc not found: apt-get install scdoc (or make deps)" >&2; exit 1; }
+	$(Q)mkdir -p build && awk -v version='$(VERSION)' -v tool='./$(TOOL)' ' \
+		{ gsub(/@version@/, version) } \
+		/^@(synopsis|commands|exit-status)@$$/ { fflush(); \
+			if (system(tool " help --scdoc " substr($$0, 2, length($$0) - 2))) exit 1; next } \
+		$$0 == "@options@" { fflush(); if (system(tool " options --scdoc")) exit 1; next } \
+		{ print }' $< > build/leakshim.1.scd && scdoc < build/leakshim.1.scd > build/leakshim.1 && mv build/leakshim.1 $@
+
+version:
+	@echo $(VERSION)
 
 # Samples are built like a debug build (-O0 -g) so their functions are not inlined away.
 samples/%: samples/%.c Makefile
@@ -75,7 +117,10 @@ tests/integration/progs/%: tests/integration/progs/%.c
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< -lpthread
 
-BENCH_BIN := tests/bench/connect_ping tests/bench/core_cost
+BENCH_BIN := tests/bench/connect_ping tests/bench/core_cost tests/bench/hold_conns
+tests/bench/hold_conns: tests/bench/hold_conns.c
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $<
 tests/bench/connect_ping: tests/bench/connect_ping.c
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $<
@@ -88,6 +133,17 @@ UNIT_UTIL := tests/unit/unit_util.c
 tests/unit/test_%: tests/unit/test_%.c $(UNIT_UTIL) $(CORE_SRC) $(SHIM_HDR) tests/unit/unit.h
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_UTIL) $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread
+
+# The shim's Python side (shim/py/): linted with pyflakes (the names the C bridge injects declared
+# as builtins) and unit-tested with pytest against stand-in driver classes, no server, no shim.
+PY_INJECTED := _ls_open,_ls_close,_ls_known,_ls_adopt_fd,_ls_checkout,_ls_checkin,_ls_push,_ls_pop,_ls_capture,\
+	_ls_scope,_ls_report_exit,_ls_warn,_ls_verbosity,_ls_source,_ls_code,DRV_PSYCOPG2,DRV_REDISPY,DRV_PYMONGO,\
+	DRV_SQLALCHEMY,DRV_PYTHON,HK_CLIENT,HK_POOL,_LS_INSTALL,_tls,_refs,_msocks,_weakref,_on_death,_wrap,\
+	_safe,_pgkey,_pg_member
+.PHONY: pyunit
+pyunit:
+	$(Q)PYFLAKES_BUILTINS="$(subst $(eval) ,,$(PY_INJECTED))" $(PYTHON) -m pyflakes shim/py/*.py && echo "  PYFLAKES ok"
+	$(Q)cd tests/pyunit && $(PYTHON) -m pytest -q -p no:cacheprovider .
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
@@ -109,7 +165,7 @@ unit-asan:
 ASAN_SHIM := $(ASAN_DIR)/libleakshim.so
 ASAN_STUB := $(ASAN_DIR)/libleakshim-asan-stub.so
 shim-asan: $(ASAN_SHIM) $(ASAN_STUB)
-$(ASAN_SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map
+$(ASAN_SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map $(PY_SRC) $(PY_PYC)
 	@mkdir -p $(ASAN_DIR)
 	$(call msg,ASAN,$@)
 	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
@@ -127,7 +183,7 @@ integration-asan: all shim-asan $(PROG_BIN)
 integration: all $(PROG_BIN)
 	$(PYTHON) -m pytest -q tests/integration
 
-test: format-check all unit unit-asan integration integration-asan fuzz-smoke
+test: format-check all unit pyunit unit-asan integration integration-asan fuzz-smoke
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c, Debian's clang 14), each linking only the core files it
 # needs. A run starts from an empty scratch corpus in build/fuzz (new inputs land there, never in
@@ -169,12 +225,24 @@ fuzz: $(FUZZ_BIN)
 fuzz-smoke: $(FUZZ_BIN)
 	@$(call fuzz_run,10)
 
-# Debian packages (build, servers for the tests, Python drivers) and the MongoDB wire server.
+# Debian packages, as root, nothing started as a service (.ci/deps.sh): `make deps` installs
+# everything (build, servers and drivers for every test tier, the MongoDB wire server);
+# `make deps-demo` only what `make demo` needs (build tools, libpq, PostgreSQL, python3).
+# `sh tools/setup demo|test` runs them on a bare Debian 12, where make itself is missing.
+.PHONY: deps-demo
 deps:
-	bash .ci/deps.sh
+	bash .ci/deps.sh test
+deps-demo:
+	bash .ci/deps.sh demo
+# `make deps demo`, `make -j2 deps test`: nothing is built before the packages are installed.
+ifneq ($(filter deps deps-demo,$(MAKECMDGOALS)),)
+.NOTPARALLEL:
+endif
 
-# The main job: a leaky libpq service under the shim against a throwaway PostgreSQL.
-demo: all
+# The main job: a leaky libpq service under the shim against a throwaway PostgreSQL (tests/demo.py).
+# Builds only what it runs: no other driver's headers are needed.
+DEMO_BIN := samples/pq_service samples/pq_service_fixed
+demo: $(SHIM) $(TOOL) $(DEMO_BIN)
 	$(PYTHON) tests/demo.py
 
 bench: all $(BENCH_BIN)
@@ -189,13 +257,16 @@ FMT_SRC += $(wildcard tests/fuzz/*.c)
 format-check:
 	$(Q)clang-format --dry-run --Werror $(FMT_SRC) && echo "  FORMAT  ok"
 
-install: $(SHIM) $(TOOL)
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)
+# PREFIX, LIBDIR, BINDIR, MANDIR say where the files will live; DESTDIR only prefixes them while
+# installing (a staging tree for a package). uninstall removes those three files, no directory.
+install: $(SHIM) $(TOOL) $(MAN)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(SHIM) $(DESTDIR)$(LIBDIR)/libleakshim.so
 	install -m 0755 $(TOOL) $(DESTDIR)$(BINDIR)/leakshim
+	install -m 0644 $(MAN) $(DESTDIR)$(MANDIR)/man1/leakshim.1
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim
+	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim $(DESTDIR)$(MANDIR)/man1/leakshim.1
 
 clean:
-	rm -rf $(SHIM) $(TOOL) $(UNIT_BIN) $(SAMPLE_BIN) $(PROG_BIN) $(BENCH_BIN) build .pytest_cache tests/integration/__pycache__
+	rm -rf $(SHIM) $(TOOL) $(MAN) $(UNIT_BIN) $(SAMPLE_BIN) $(PROG_BIN) $(BENCH_BIN) build .pytest_cache tests/integration/__pycache__
