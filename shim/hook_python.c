@@ -69,6 +69,8 @@ static struct {
     PyObject *(*Object_GetAttrString)(PyObject *, const char *);
     const char *(*Unicode_AsUTF8)(PyObject *);
     PyObject *(*Unicode_DecodeUTF8)(const char *, Py_ssize_t, const char *);
+    long (*Import_GetMagicNumber)(void);                                 /* optional */
+    PyObject *(*Marshal_ReadObjectFromString)(const char *, Py_ssize_t); /* optional */
     void (*IncRef)(PyObject *);
     void (*DecRef)(PyObject *);
     int (*GC_Disable)(void);
@@ -133,6 +135,9 @@ static int resolve_api(void)
     ok &= PYSYM(Err_Restore, "PyErr_Restore") != NULL;
     ok &= PYSYM(Err_Print, "PyErr_Print") != NULL;
     ok &= PYSYM(None, "_Py_NoneStruct") != NULL;
+    /* Optional: without them the embedded files are compiled from source. */
+    PYSYM(Import_GetMagicNumber, "PyImport_GetMagicNumber");
+    PYSYM(Marshal_ReadObjectFromString, "PyMarshal_ReadObjectFromString");
     /* Optional: 3.13 renamed it Py_IsFinalizing. */
     if (!PYSYM(IsFinalizing, "Py_IsFinalizing"))
         PYSYM(IsFinalizing, "_Py_IsFinalizing");
@@ -547,26 +552,36 @@ FASTCALL_FN(f_verbosity)
 
 /* ------------------------------------------------------------------ the Python side
  * Real .py files (shim/py/), linted and unit-tested on their own (tests/pyunit/), embedded here at
- * build time with .incbin: the .so still needs nothing at run time. boot.py runs once; each driver
- * file is compiled when that driver is first imported (boot.py asks for its text by name). */
+ * build time with .incbin: the .so still needs nothing at run time. Each is embedded twice: its
+ * source, and (build/py/NAME.pyc) the build's python3 magic number followed by its marshalled code
+ * object. When the running interpreter has that magic number the code is loaded (~0.2M
+ * instructions) instead of compiled (~13M for boot.py), which is most of what a Python process
+ * pays at start; any other interpreter compiles the source. boot.py runs once; each driver file
+ * only when that driver is first imported (boot.py asks for it by name). */
 #define LS_PY_FILES(X) X(boot) X(psycopg2) X(redis) X(pymongo) X(sqlalchemy)
 #define LS_PY_EMBED(n)                                                                                                 \
     __asm__(".pushsection .rodata\n"                                                                                   \
             ".hidden ls_py_" #n "_start\n"                                                                             \
             ".hidden ls_py_" #n "_end\n"                                                                               \
+            ".hidden ls_pyc_" #n "_start\n"                                                                            \
+            ".hidden ls_pyc_" #n "_end\n"                                                                              \
             "ls_py_" #n "_start:\n"                                                                                    \
             ".incbin \"shim/py/" #n ".py\"\n"                                                                          \
             "ls_py_" #n "_end:\n"                                                                                      \
             ".byte 0\n"                                                                                                \
+            "ls_pyc_" #n "_start:\n"                                                                                   \
+            ".incbin \"build/py/" #n ".pyc\"\n"                                                                        \
+            "ls_pyc_" #n "_end:\n"                                                                                     \
             ".popsection\n");                                                                                          \
-    extern const char ls_py_##n##_start[], ls_py_##n##_end[];
+    extern const char ls_py_##n##_start[], ls_py_##n##_end[], ls_pyc_##n##_start[], ls_pyc_##n##_end[];
 LS_PY_FILES(LS_PY_EMBED)
 
 static const struct py_file {
-    const char *name;
-    const char *start, *end;
+    const char *name, *filename;
+    const char *start, *end, *pyc, *pyc_end;
 } py_files[] = {
-#define LS_PY_ROW(n) {#n ".py", ls_py_##n##_start, ls_py_##n##_end},
+#define LS_PY_ROW(n)                                                                                                   \
+    {#n ".py", "<leakshim>/" #n ".py", ls_py_##n##_start, ls_py_##n##_end, ls_pyc_##n##_start, ls_pyc_##n##_end},
     LS_PY_FILES(LS_PY_ROW)
 #undef LS_PY_ROW
 };
@@ -577,6 +592,25 @@ static const struct py_file *py_file(const char *name)
         if (!strcmp(py_files[i].name, name))
             return &py_files[i];
     return NULL;
+}
+
+/* GIL held. The file's code object: unmarshalled when built for this interpreter, else compiled
+ * from the embedded source under its own name. NULL with a Python error set on failure. */
+static PyObject *py_code(const struct py_file *f)
+{
+    size_t n = (size_t)(f->pyc_end - f->pyc);
+    if (n > 4 && py.Import_GetMagicNumber && py.Marshal_ReadObjectFromString) {
+        const unsigned char *m = (const unsigned char *)f->pyc;
+        unsigned long magic = m[0] | (unsigned long)m[1] << 8 | (unsigned long)m[2] << 16 | (unsigned long)m[3] << 24;
+        if ((long)magic == py.Import_GetMagicNumber()) {
+            PyObject *code = py.Marshal_ReadObjectFromString(f->pyc + 4, (Py_ssize_t)(n - 4));
+            if (code)
+                return code;
+        }
+        if (py.Err_Occurred())
+            py.Err_Clear();
+    }
+    return py.CompileString(f->start, f->filename, PY_FILE_INPUT);
 }
 
 /* _ls_source(name) -> the text of an embedded file (None if there is no such file). */
@@ -590,6 +624,19 @@ FASTCALL_FN(f_source)
         return ret_none();
     }
     return py.Unicode_DecodeUTF8(f->start, (Py_ssize_t)(f->end - f->start), NULL);
+}
+
+/* _ls_code(name) -> the code object of an embedded file (None if there is no such file). */
+FASTCALL_FN(f_code)
+{
+    (void)self;
+    const struct py_file *f = nargs == 1 ? py_file(py.Unicode_AsUTF8(args[0])) : NULL;
+    if (!f) {
+        if (py.Err_Occurred())
+            py.Err_Clear();
+        return ret_none();
+    }
+    return py_code(f);
 }
 
 #define FC(fn) ((PyCFunction)(void (*)(void))(fn))
@@ -608,6 +655,7 @@ static PyMethodDef py_methods[] = {
     {"_ls_warn", FC(f_warn), PY_METH_FASTCALL, NULL},
     {"_ls_verbosity", FC(f_verbosity), PY_METH_FASTCALL, NULL},
     {"_ls_source", FC(f_source), PY_METH_FASTCALL, NULL},
+    {"_ls_code", FC(f_code), PY_METH_FASTCALL, NULL},
 };
 
 /* GIL held (audit hook). Runs boot.py once in a private namespace. */
@@ -647,8 +695,7 @@ static void bootstrap(void)
         if (v)
             py.DecRef(v);
     }
-    const struct py_file *boot = py_file("boot.py");
-    PyObject *code = ok ? py.CompileString(boot->start, "<leakshim>/boot.py", PY_FILE_INPUT) : NULL;
+    PyObject *code = ok ? py_code(py_file("boot.py")) : NULL;
     PyObject *r = code ? py.Eval_EvalCode(code, ns, ns) : NULL;
     if (!r) {
         ls_warn("Python support is off: its bootstrap failed%s", ls_opt.verbosity > 0 ? ":" : "");

@@ -3,7 +3,8 @@
 # namespace: nothing is added to sys.modules or __main__. Its globals come from the C side:
 #   _ls_open/_ls_close/_ls_known/_ls_adopt_fd/_ls_checkout/_ls_checkin/_ls_push/_ls_pop/
 #   _ls_capture/_ls_scope/_ls_report_exit/_ls_warn/_ls_verbosity (the bridge into the core),
-#   _ls_source(name) (the text of another embedded file), DRV_* and HK_* constants, and
+#   _ls_source(name) / _ls_code(name) (the text / code object of another embedded file), DRV_* and
+#   HK_* constants, and
 #   _LS_INSTALL (False in unit tests: load without touching the interpreter).
 #
 # The driver patches live in one file per driver family (psycopg2.py, redis.py, pymongo.py,
@@ -104,7 +105,7 @@ def _load(name):
         ns = {k: v for k, v in g.items() if k.startswith(('_ls_', 'DRV_', 'HK_')) or k in _SHARED}
         ns.update(__builtins__=g['__builtins__'], __name__='leakshim.' + name, __loader__=_Source,
                   __file__='<leakshim>/%s.py' % name)
-        exec(compile(_ls_source(name + '.py'), ns['__file__'], 'exec'), ns)
+        exec(_ls_code(name + '.py'), ns)  # built bytecode, or compiled from the embedded source
         _files[name] = ns
     return ns
 

@@ -65,6 +65,7 @@ class Bridge:
             "_ls_push": ls_push, "_ls_pop": ls_pop, "_ls_capture": lambda: 4242, "_ls_scope": ls_scope,
             "_ls_report_exit": rec("report_exit"), "_ls_warn": self.warnings.append,
             "_ls_verbosity": lambda: 1, "_ls_source": source,
+            "_ls_code": lambda name: compile(source(name), "<leakshim>/" + name, "exec"),
         }
         ns.update(DRV)
         ns.update(HK)
