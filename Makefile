@@ -113,7 +113,7 @@ samples/%: samples/%.c Makefile
 	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< $(call sample_libs,$(notdir $@))
 
 # Programs the integration tests run under the shim.
-tests/integration/progs/%: tests/integration/progs/%.c
+tests/integration/progs/%: tests/integration/progs/%.c $(wildcard tests/integration/progs/*.h)
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CSTD) $(WARN) -O0 -g -o $@ $< -lpthread
 

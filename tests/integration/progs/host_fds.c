@@ -28,67 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *host;
-static int port;
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
-}
-
-static const char *errname(int e)
-{
-    const char *n = strerrorname_np(e);
-    return n ? n : "?";
-}
-
-static void die(const char *what)
-{
-    perror(what);
-    exit(5);
-}
-
-static int __attribute__((noinline)) open_db(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        fprintf(stderr, "bad host '%s'\n", host);
-        exit(2);
-    }
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        perror("connect");
-        exit(3);
-    }
-    return fd;
-}
-
-/* The fds open right now, ascending (procfs lists them in order), without the listing's own. */
-static int open_fds(int *out, int max)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d) {
-        perror("opendir /proc/self/fd");
-        exit(5);
-    }
-    int self = dirfd(d), n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd != self)
-            out[n++] = fd;
-    }
-    closedir(d);
-    return n;
-}
+#include "host_common.h"
 
 /* One line: every open fd and what it is, with kernel object numbers and directories left out
  * (socket:[123] -> socket, /tmp/x/app.log -> app.log) so a bare and a shimmed run compare equal. */
@@ -110,23 +50,6 @@ static void list_fds(const char *tag)
         else if (target[0] == '/' && strncmp(target, "/dev/", 5) != 0)
             what = strrchr(target, '/') + 1;
         len += (size_t)snprintf(line + len, sizeof line - len, " %d=%s", fds[i], what);
-    }
-    say("%s", line);
-}
-
-/* The kernel's answer to "which of my fds are connected TCP sockets to the database port". */
-static void print_db_fds(void)
-{
-    int fds[4096];
-    int n = open_fds(fds, 4096);
-    char line[16384];
-    size_t len = (size_t)snprintf(line, sizeof line, "dbfds:");
-    for (int i = 0; i < n && len < sizeof line - 16; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        if (getpeername(fds[i], (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET &&
-            ntohs(((struct sockaddr_in *)&ss)->sin_port) == port)
-            len += (size_t)snprintf(line + len, sizeof line - len, " %d", fds[i]);
     }
     say("%s", line);
 }

@@ -16,25 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static const char *host;
-static int port;
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
-}
-
-static void die(const char *what)
-{
-    perror(what);
-    exit(5);
-}
+#include "host_common.h"
 
 static int count_entries(const char *path)
 {
@@ -48,43 +30,6 @@ static int count_entries(const char *path)
             n++;
     closedir(d);
     return n;
-}
-
-static int __attribute__((noinline)) open_db(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        fprintf(stderr, "bad host '%s'\n", host);
-        exit(2);
-    }
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-        die("connect");
-    return fd;
-}
-
-/* The kernel's answer to "which of my fds are connected TCP sockets to the database port". */
-static void print_db_fds(void)
-{
-    int fds[1024], n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        die("opendir /proc/self/fd");
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 1024)
-        if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
-            fds[n++] = atoi(e->d_name);
-    closedir(d);
-    char line[8192];
-    size_t len = (size_t)snprintf(line, sizeof line, "dbfds:");
-    for (int i = 0; i < n && len < sizeof line - 16; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        if (getpeername(fds[i], (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET &&
-            ntohs(((struct sockaddr_in *)&ss)->sin_port) == port)
-            len += (size_t)snprintf(line + len, sizeof line - len, " %d", fds[i]);
-    }
-    say("%s", line);
 }
 
 static void mode_nodb(void)
