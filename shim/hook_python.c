@@ -613,30 +613,29 @@ static PyObject *py_code(const struct py_file *f)
     return py.CompileString(f->start, f->filename, PY_FILE_INPUT);
 }
 
+/* The embedded file named by the one str argument; NULL (no error left set) if there is none. */
+static const struct py_file *arg_file(PyObject *const *args, Py_ssize_t nargs)
+{
+    const struct py_file *f = nargs == 1 ? py_file(py.Unicode_AsUTF8(args[0])) : NULL;
+    if (!f && py.Err_Occurred())
+        py.Err_Clear();
+    return f;
+}
+
 /* _ls_source(name) -> the text of an embedded file (None if there is no such file). */
 FASTCALL_FN(f_source)
 {
     (void)self;
-    const struct py_file *f = nargs == 1 ? py_file(py.Unicode_AsUTF8(args[0])) : NULL;
-    if (!f) {
-        if (py.Err_Occurred())
-            py.Err_Clear();
-        return ret_none();
-    }
-    return py.Unicode_DecodeUTF8(f->start, (Py_ssize_t)(f->end - f->start), NULL);
+    const struct py_file *f = arg_file(args, nargs);
+    return f ? py.Unicode_DecodeUTF8(f->start, (Py_ssize_t)(f->end - f->start), NULL) : ret_none();
 }
 
 /* _ls_code(name) -> the code object of an embedded file (None if there is no such file). */
 FASTCALL_FN(f_code)
 {
     (void)self;
-    const struct py_file *f = nargs == 1 ? py_file(py.Unicode_AsUTF8(args[0])) : NULL;
-    if (!f) {
-        if (py.Err_Occurred())
-            py.Err_Clear();
-        return ret_none();
-    }
-    return py_code(f);
+    const struct py_file *f = arg_file(args, nargs);
+    return f ? py_code(f) : ret_none();
 }
 
 #define FC(fn) ((PyCFunction)(void (*)(void))(fn))

@@ -246,7 +246,6 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g);
 void ls_text_checkout_warning(ls_buf *b, const ls_handle_view *h, double held, double threshold, const ls_where *w,
                               const ls_render_opts *o);
 /* "127.0.0.1:5432", "[::1]:5432", "/run/x/.s.PGSQL.5432", "@abstract", "?" (formatting only). */
-void ls_fmt_addr(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap);
 const char *ls_handle_type(int driver, int kind); /* "PGconn", "redisContext", ... */
 
 #endif

@@ -279,7 +279,7 @@ static void groups(jw *w, const ls_model *m)
         key(w, "peer");
         if (g->peer != NONE) {
             char peer[160];
-            ls_fmt_addr(&m->snap->conns[g->peer].peer, m->snap->conns[g->peer].peerlen, peer, sizeof peer);
+            ls_addr_format(peer, sizeof peer, &m->snap->conns[g->peer].peer, m->snap->conns[g->peer].peerlen);
             jstr(w, peer);
         } else
             LIT(w, "null");
@@ -416,8 +416,8 @@ static void sockets(jw *w, const ls_model *m)
     for (size_t i = 0; i < m->snap->nconns; i++) {
         const ls_conn_view *c = &m->snap->conns[i];
         char peer[160], local[160];
-        ls_fmt_addr(&c->peer, c->peerlen, peer, sizeof peer);
-        ls_fmt_addr(&c->local, c->locallen, local, sizeof local);
+        ls_addr_format(peer, sizeof peer, &c->peer, c->peerlen);
+        ls_addr_format(local, sizeof local, &c->local, c->locallen);
         if (i)
             LIT(w, ",");
         LIT(w, "{\"fd\":");

@@ -16,56 +16,6 @@
 
 /* ------------------------------------------------------------------ small formatting */
 
-void ls_fmt_addr(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
-{
-    char host[INET6_ADDRSTRLEN];
-    if (cap < 2)
-        return;
-    if (len == 0) {
-        out[0] = '?', out[1] = 0;
-    } else if (ss->ss_family == AF_INET) { /* a.b.c.d:port without printf: every JSON socket row */
-        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-        const unsigned char *a = (const unsigned char *)&in->sin_addr;
-        unsigned v[5] = {a[0], a[1], a[2], a[3], ntohs(in->sin_port)};
-        char tmp[24], *p = tmp;
-        for (int i = 0; i < 5; i++) {
-            char d[6];
-            int n = 0;
-            do
-                d[n++] = (char)('0' + v[i] % 10);
-            while ((v[i] /= 10) > 0);
-            while (n)
-                *p++ = d[--n];
-            *p++ = i < 3 ? '.' : i == 3 ? ':' : 0;
-        }
-        size_t n = strlen(tmp) < cap - 1 ? strlen(tmp) : cap - 1;
-        memcpy(out, tmp, n);
-        out[n] = 0;
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof host);
-        snprintf(out, cap, "[%s]:%d", host, ntohs(in->sin6_port));
-    } else if (ss->ss_family == AF_UNIX) {
-        const struct sockaddr_un *un = (const struct sockaddr_un *)ss;
-        size_t n = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
-        if (n > sizeof un->sun_path)
-            n = sizeof un->sun_path;
-        const char *src = un->sun_path;
-        size_t o = 0;
-        if (n && !src[0]) { /* abstract: @name */
-            out[o++] = '@';
-            src++, n--;
-        } else
-            n = strnlen(src, n);
-        if (n > cap - 1 - o)
-            n = cap - 1 - o;
-        memcpy(out + o, src, n);
-        out[o + n] = 0;
-    } else {
-        snprintf(out, cap, "family %d", ss->ss_family);
-    }
-}
-
 const char *ls_handle_type(int driver, int kind)
 {
     switch (driver) {
@@ -231,7 +181,7 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
     char peer[160] = "";
     if (g->peer != NONE) {
         const ls_conn_view *c = &m->snap->conns[g->peer];
-        ls_fmt_addr(&c->peer, c->peerlen, peer, sizeof peer);
+        ls_addr_format(peer, sizeof peer, &c->peer, c->peerlen);
     }
     const char *drv = ls_driver_name(g->driver), *svc = g->service ? g->service : "database";
     const char *to = peer[0] ? " to " : "", *conns = plural(g->count, "connection", "connections");
@@ -316,8 +266,8 @@ static void socket_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         for (int s = 0; s < it->nsocks && next < g->sfirst + g->sn; s++, next++) {
             const ls_conn_view *c = &m->snap->conns[m->gsocks[next]];
             char peer[160], local[160];
-            ls_fmt_addr(&c->peer, c->peerlen, peer, sizeof peer);
-            ls_fmt_addr(&c->local, c->locallen, local, sizeof local);
+            ls_addr_format(peer, sizeof peer, &c->peer, c->peerlen);
+            ls_addr_format(local, sizeof local, &c->local, c->locallen);
             ls_buf_printf(b, "%sfd %-4d %-12s age %7.1fs idle %s%.1fs  %s -> %s", ind, c->fd, ls_state_name(c->state),
                           m->in.now > c->created ? m->in.now - c->created : 0, c->idle < 0 ? "?" : "",
                           c->idle < 0 ? 0.0 : c->idle, local, peer);
