@@ -35,7 +35,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 HOOK_SRC := $(sort $(wildcard shim/hook_*.c))
 CORE_SRC := $(sort $(filter-out shim/init.c $(HOOK_SRC),$(wildcard shim/*.c)))
 SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
-SHIM_HDR := $(wildcard shim/*.h)
+SHIM_HDR := $(wildcard shim/*.h) shim/drivers.def
 SHIM     := shim/libleakshim.so
 TOOL     := tools/leakshim
 TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c
@@ -136,13 +136,14 @@ tests/unit/test_%: tests/unit/test_%.c $(UNIT_UTIL) $(CORE_SRC) $(SHIM_HDR) test
 
 # The shim's Python side (shim/py/): linted with pyflakes (the names the C bridge injects declared
 # as builtins) and unit-tested with pytest against stand-in driver classes, no server, no shim.
+PY_DRIVERS  := $(addprefix DRV_,$(shell grep -o '^DRIVER.[A-Z0-9_]*' shim/drivers.def | cut -c8-))
 PY_INJECTED := _ls_open,_ls_close,_ls_known,_ls_adopt_fd,_ls_checkout,_ls_checkin,_ls_push,_ls_pop,_ls_capture,\
-	_ls_scope,_ls_report_exit,_ls_warn,_ls_verbosity,_ls_source,_ls_code,DRV_PSYCOPG2,DRV_REDISPY,DRV_PYMONGO,\
-	DRV_SQLALCHEMY,DRV_PYTHON,HK_CLIENT,HK_POOL,_LS_INSTALL,_tls,_refs,_msocks,_weakref,_on_death,_wrap,\
-	_safe,_pgkey,_pg_member
+	_ls_scope,_ls_report_exit,_ls_warn,_ls_verbosity,_ls_source,_ls_code,HK_CLIENT,HK_POOL,_LS_INSTALL,_tls,\
+	_refs,_msocks,_weakref,_on_death,_wrap,_safe,_pgkey,_pg_member $(PY_DRIVERS)
+comma := ,
 .PHONY: pyunit
 pyunit:
-	$(Q)PYFLAKES_BUILTINS="$(subst $(eval) ,,$(PY_INJECTED))" $(PYTHON) -m pyflakes shim/py/*.py && echo "  PYFLAKES ok"
+	$(Q)PYFLAKES_BUILTINS="$(subst $(eval) ,$(comma),$(subst $(comma)$(eval) ,$(comma),$(PY_INJECTED)))" $(PYTHON) -m pyflakes shim/py/*.py && echo "  PYFLAKES ok"
 	$(Q)cd tests/pyunit && $(PYTHON) -m pytest -q -p no:cacheprovider .
 
 unit: $(UNIT_BIN)

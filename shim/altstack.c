@@ -9,7 +9,7 @@
  *
  * Pool, not per thread: a hook holds a stack only for its own duration, so a process needs as many
  * as it has threads inside a hook at once, and nothing leaks when threads come and go. */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <pthread.h>
 #include <sys/mman.h>

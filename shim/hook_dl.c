@@ -64,12 +64,7 @@ static void build_table(void)
  * constructor): no locks but got.c's own. errno untouched. */
 static void patch_all(void)
 {
-    int e = errno;
-    pthread_once(&table_once, build_table);
-    ls_in_shim++;
-    ls_got_patch(NULL, NULL, all_hooks, n_all_hooks);
-    ls_in_shim--;
-    errno = e;
+    LS_RECORD(pthread_once(&table_once, build_table); ls_got_patch(NULL, NULL, all_hooks, n_all_hooks));
 }
 
 /* Before main, after every object loaded with the program is relocated. */
@@ -172,11 +167,8 @@ static void *dl_open(const Lmid_t *ns, const char *file, int mode, const void *c
     int e = errno;
     resolve_dl();
     void *h = NULL;
-    if (file && !strchr(file, '/') && !ls_in_shim) {
-        ls_in_shim++;
-        h = open_along_caller_path(ns, file, mode, caller);
-        ls_in_shim--;
-    }
+    if (file && !strchr(file, '/') && !ls_in_shim)
+        LS_RECORD(h = open_along_caller_path(ns, file, mode, caller));
     if (!h) {
         errno = e;
         h = open_real(ns, file, mode);

@@ -2,7 +2,7 @@
  * Shared by the driver hook files only (hook_libpq.c, hook_hiredis.c, hook_mongoc.c,
  * hook_mysql.c) and hook_dl.c: resolving a driver's real entry point, the bracket every driver
  * hook puts around the real call, and each file's hook table. Not part of the core API
- * (leakshim.h).
+ * (ls_internal.h).
  *
  * The shim never links a driver and never exports a driver's name (an export would make
  * `dlsym(RTLD_DEFAULT, "PQconnectdb")` and weak references find libpq in a process that has none):
@@ -14,16 +14,14 @@
 #ifndef LS_HOOK_DRIVER_H
 #define LS_HOOK_DRIVER_H
 
-#include "leakshim.h"
+#include "ls_hook.h"
 #include "ls_got.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 
-/* static <ret> (*real_<fn>)(...) resolved once, lazily; NULL while the driver is not loaded. */
-#define DRV_RESOLVE(fn)                                                                                                \
-    (LS_LIKELY(real_##fn) ? (void)0 : (void)(real_##fn = (__typeof__(real_##fn))ls_real_symbol(#fn)))
+#define DRV_RESOLVE(fn) LS_RESOLVE(fn)
 
 /* The context bracket around a real driver call: sockets connected by this thread inside it are
  * the driver's (whatever their address) and belong to handle h (0 = not known yet: adopted with
@@ -47,12 +45,10 @@ static inline void drv_opened(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
     if (!h)
         return;
-    int e = errno;
-    ls_in_shim++;
-    ls_handle_open(driver, kind, h, pool);
-    ls_handle_adopt_pending(h);
-    ls_in_shim--;
-    errno = e;
+    LS_RECORD({
+        ls_handle_open(driver, kind, h, pool);
+        ls_handle_adopt_pending(h);
+    });
 }
 
 /* The driver is about to free handle h: forget it first, so the address (and the fd numbers it
@@ -61,11 +57,7 @@ static inline void drv_closing(uintptr_t h)
 {
     if (!h)
         return;
-    int e = errno;
-    ls_in_shim++;
-    ls_handle_close(h);
-    ls_in_shim--;
-    errno = e;
+    LS_RECORD(ls_handle_close(h));
 }
 
 /* One row of a hook file's table: the driver's symbol and its static hook ls_hook_<fn>. */

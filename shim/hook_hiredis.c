@@ -185,11 +185,7 @@ static redisContext *ls_hook_redisConnectFd(ls_redis_fd fd)
     redis_depth--;
     drv_opened(LS_DRV_HIREDIS, LS_HK_CLIENT, (uintptr_t)c, 0);
     if (c) {
-        int e = errno;
-        ls_in_shim++;
-        ls_handle_adopt_fd((uintptr_t)c, (int)fd);
-        ls_in_shim--;
-        errno = e;
+        LS_RECORD(ls_handle_adopt_fd((uintptr_t)c, (int)fd));
     }
     return c;
 }
@@ -242,21 +238,16 @@ static ls_redis_fd ls_hook_redisFreeKeepFd(redisContext *c)
         return real_redisFreeKeepFd(c);
 #ifdef LS_HAVE_HIREDIS_H
     /* The layout is the installed header's: release and forget before the real free. */
-    ls_in_shim++;
-    ls_handle_release_fd((uintptr_t)c, (int)c->fd);
-    ls_handle_close((uintptr_t)c);
-    ls_in_shim--;
+    LS_RECORD(ls_handle_release_fd((uintptr_t)c, (int)c->fd); ls_handle_close((uintptr_t)c));
     return real_redisFreeKeepFd(c);
 #else
     /* No header, so no layout: the real call tells us the fd. A narrow window remains in which
      * another thread could be handed the same address before we forget it. */
     ls_redis_fd fd = real_redisFreeKeepFd(c);
-    int e = errno;
-    ls_in_shim++;
-    ls_handle_release_fd((uintptr_t)c, (int)fd);
-    ls_handle_close((uintptr_t)c);
-    ls_in_shim--;
-    errno = e;
+    LS_RECORD({
+        ls_handle_release_fd((uintptr_t)c, (int)fd);
+        ls_handle_close((uintptr_t)c);
+    });
     return fd;
 #endif
 }

@@ -43,14 +43,11 @@ static void pq_adopt_socket(PGconn *conn)
     DRV_RESOLVE(PQsocket);
     if (!conn || !real_PQsocket)
         return;
-    int e = errno;
-    int fd = real_PQsocket(conn);
-    if (fd >= 0) {
-        ls_in_shim++;
-        ls_handle_adopt_fd((uintptr_t)conn, fd);
-        ls_in_shim--;
-    }
-    errno = e;
+    LS_RECORD({
+        int fd = real_PQsocket(conn);
+        if (fd >= 0)
+            ls_handle_adopt_fd((uintptr_t)conn, fd);
+    });
 }
 
 /* The body of every hook whose real call returns a new PGconn. */

@@ -315,9 +315,8 @@ static mongoc_stream_t *ls_hook_mongoc_client_default_stream_initiator(const mon
     if (ls_in_shim)
         return real_mongoc_client_default_stream_initiator(uri, host, user_data, error);
     /* user_data is documented to be the client; a custom initiator could pass something else */
-    ls_in_shim++;
-    uintptr_t client = ls_handle_known((uintptr_t)user_data) ? (uintptr_t)user_data : 0;
-    ls_in_shim--;
+    uintptr_t client = 0;
+    LS_RECORD(client = ls_handle_known((uintptr_t)user_data) ? (uintptr_t)user_data : 0);
     ls_ctx prev = drv_enter(LS_DRV_MONGOC, client, 0, 0);
     mongoc_stream_t *s = real_mongoc_client_default_stream_initiator(uri, host, user_data, error);
     drv_leave(prev);
@@ -379,13 +378,11 @@ static void mg_checkout(mongoc_client_pool_t *pool, mongoc_client_t *client)
 {
     if (!client || ls_in_shim || mg_depth)
         return;
-    int e = errno;
-    ls_in_shim++;
-    if (!ls_handle_known((uintptr_t)client))
-        ls_handle_open(LS_DRV_MONGOC, LS_HK_CLIENT, (uintptr_t)client, (uintptr_t)pool);
-    ls_pool_checkout((uintptr_t)pool, (uintptr_t)client);
-    ls_in_shim--;
-    errno = e;
+    LS_RECORD({
+        if (!ls_handle_known((uintptr_t)client))
+            ls_handle_open(LS_DRV_MONGOC, LS_HK_CLIENT, (uintptr_t)client, (uintptr_t)pool);
+        ls_pool_checkout((uintptr_t)pool, (uintptr_t)client);
+    });
 }
 
 static mongoc_client_t *ls_hook_mongoc_client_pool_pop(mongoc_client_pool_t *pool)
@@ -416,11 +413,7 @@ static void ls_hook_mongoc_client_pool_push(mongoc_client_pool_t *pool, mongoc_c
     if (LS_UNLIKELY(!real_mongoc_client_pool_push))
         return;
     if (!ls_in_shim && !mg_depth && client) {
-        int e = errno;
-        ls_in_shim++;
-        ls_pool_checkin((uintptr_t)pool, (uintptr_t)client);
-        ls_in_shim--;
-        errno = e;
+        LS_RECORD(ls_pool_checkin((uintptr_t)pool, (uintptr_t)client));
     }
     real_mongoc_client_pool_push(pool, client);
 }

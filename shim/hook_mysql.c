@@ -83,11 +83,7 @@ static void ls_hook_mysql_close(MYSQL *mysql)
         if ((uintptr_t)mysql != tmp) {
             /* The reconnect swap: the user's handle gets the new socket and stays live; the old
              * socket (if the driver had not closed it already) closes under it now. */
-            int e = errno;
-            ls_in_shim++;
-            ls_handle_adopt_pending((uintptr_t)mysql);
-            ls_in_shim--;
-            errno = e;
+            LS_RECORD(ls_handle_adopt_pending((uintptr_t)mysql));
         }
         /* else: the reconnect failed after connecting (character set); its socket just closes */
         real_mysql_close(mysql);

@@ -26,7 +26,7 @@
  *    (hook_signal.c); `leakshim dump` talks to the reporter thread over its private socket, so
  *    nothing is needed here.
  */
-#include "leakshim.h"
+#include "ls_hook.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -379,9 +379,7 @@ FASTCALL_FN(f_open)
     (void)self;
     unsigned long long a[4];
     if (!get_u64(args, nargs, 4, a)) {
-        ls_in_shim++;
-        ls_handle_open((int)a[0], (int)a[1], (uintptr_t)a[2], (uintptr_t)a[3]);
-        ls_in_shim--;
+        LS_RECORD(ls_handle_open((int)a[0], (int)a[1], (uintptr_t)a[2], (uintptr_t)a[3]));
     }
     return ret_none();
 }
@@ -391,9 +389,7 @@ FASTCALL_FN(f_close)
     (void)self;
     unsigned long long a[1];
     if (!get_u64(args, nargs, 1, a)) {
-        ls_in_shim++;
-        ls_handle_close((uintptr_t)a[0]);
-        ls_in_shim--;
+        LS_RECORD(ls_handle_close((uintptr_t)a[0]));
     }
     return ret_none();
 }
@@ -404,9 +400,7 @@ FASTCALL_FN(f_known)
     unsigned long long a[1];
     int k = 0;
     if (!get_u64(args, nargs, 1, a)) {
-        ls_in_shim++;
-        k = ls_handle_known((uintptr_t)a[0]);
-        ls_in_shim--;
+        LS_RECORD(k = ls_handle_known((uintptr_t)a[0]));
     }
     return py.Bool_FromLong(k);
 }
@@ -416,9 +410,7 @@ FASTCALL_FN(f_adopt_fd)
     (void)self;
     unsigned long long a[2];
     if (!get_u64(args, nargs, 2, a)) {
-        ls_in_shim++;
-        ls_handle_adopt_fd((uintptr_t)a[0], (int)a[1]);
-        ls_in_shim--;
+        LS_RECORD(ls_handle_adopt_fd((uintptr_t)a[0], (int)a[1]));
     }
     return ret_none();
 }
@@ -428,20 +420,20 @@ FASTCALL_FN(f_checkout)
     (void)self;
     unsigned long long a[2];
     if (!get_u64(args, nargs, 2, a)) {
-        ls_in_shim++;
-        /* One walk serves both captures the core makes when the client is new to it (its
-         * creation stack and the checkout stack). */
-        ls_stack_id st = capture();
-        int d = scope_depth;
-        if (d < PY_SCOPES) {
-            scope_prev[d] = ls_ctx_current();
-            scope_stack[d] = st;
-            scope_depth++;
-        }
-        ls_pool_checkout((uintptr_t)a[0], (uintptr_t)a[1]);
-        if (d < PY_SCOPES)
-            scope_depth--;
-        ls_in_shim--;
+        LS_RECORD({
+            /* One walk serves both captures the core makes when the client is new to it (its
+             * creation stack and the checkout stack). */
+            ls_stack_id st = capture();
+            int d = scope_depth;
+            if (d < PY_SCOPES) {
+                scope_prev[d] = ls_ctx_current();
+                scope_stack[d] = st;
+                scope_depth++;
+            }
+            ls_pool_checkout((uintptr_t)a[0], (uintptr_t)a[1]);
+            if (d < PY_SCOPES)
+                scope_depth--;
+        });
     }
     return ret_none();
 }
@@ -451,9 +443,7 @@ FASTCALL_FN(f_checkin)
     (void)self;
     unsigned long long a[2];
     if (!get_u64(args, nargs, 2, a)) {
-        ls_in_shim++;
-        ls_pool_checkin((uintptr_t)a[0], (uintptr_t)a[1]);
-        ls_in_shim--;
+        LS_RECORD(ls_pool_checkin((uintptr_t)a[0], (uintptr_t)a[1]));
     }
     return ret_none();
 }
@@ -494,9 +484,8 @@ FASTCALL_FN(f_capture)
     (void)self;
     (void)args;
     (void)nargs;
-    ls_in_shim++;
-    ls_stack_id st = capture();
-    ls_in_shim--;
+    ls_stack_id st = 0;
+    LS_RECORD(st = capture());
     return py.Long_FromLong((long)st);
 }
 
@@ -523,9 +512,7 @@ static PyObject *f_report_exit(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    ls_in_shim++;
-    ls_report_exit();
-    ls_in_shim--;
+    LS_RECORD(ls_report_exit());
     return ret_none();
 }
 
@@ -683,9 +670,10 @@ static void bootstrap(void)
         const char *name;
         long v;
     } consts[] = {
-        {"DRV_PSYCOPG2", LS_DRV_PSYCOPG2}, {"DRV_REDISPY", LS_DRV_REDISPY},
-        {"DRV_PYMONGO", LS_DRV_PYMONGO},   {"DRV_SQLALCHEMY", LS_DRV_SQLALCHEMY},
-        {"DRV_PYTHON", LS_DRV_PYTHON},     {"HK_CLIENT", LS_HK_CLIENT},
+#define DRIVER(id, name, service, client_type, pool_type) {"DRV_" #id, LS_DRV_##id},
+#include "drivers.def"
+#undef DRIVER
+        {"HK_CLIENT", LS_HK_CLIENT},
         {"HK_POOL", LS_HK_POOL},
     };
     for (size_t i = 0; ok && i < sizeof consts / sizeof consts[0]; i++) {
@@ -815,11 +803,11 @@ LEAKSHIM_EXPORT double leakshim_pystack_bench(int iterations, int *frames_out)
     py.GILState_Release(st);
     if (frames_out)
         *frames_out = n;
-    ls_in_shim++;
-    double t0 = ls_mono();
-    for (int i = 0; i < iterations; i++)
-        (void)capture();
-    double t1 = ls_mono();
-    ls_in_shim--;
+    double t0 = ls_mono(), t1 = t0;
+    LS_RECORD({
+        for (int i = 0; i < iterations; i++)
+            (void)capture();
+        t1 = ls_mono();
+    });
     return (t1 - t0) * 1e6 / iterations;
 }

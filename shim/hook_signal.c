@@ -13,7 +13,7 @@
  *
  * The handler reads no shared state (it only sets a flag), so a host switching dispositions from
  * several threads while the signal arrives cannot make it jump through a half-written pointer. */
-#include "leakshim.h"
+#include "ls_hook.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,7 +1,7 @@
 /* Socket lifetime hooks: socket, connect, and every way an fd dies, moves or is duplicated.
  * Each hook: resolve, guard, call the real function, hand the facts to the registry. Return value
  * and errno of the real call are passed through untouched. */
-#include "leakshim.h"
+#include "ls_hook.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,21 +11,8 @@
 #include <linux/close_range.h>
 
 #define REAL(fn) real_##fn
-#define RESOLVE(fn)                                                                                                    \
-    do {                                                                                                               \
-        if (LS_UNLIKELY(!real_##fn))                                                                                   \
-            real_##fn = (__typeof__(real_##fn))ls_real_symbol(#fn);                                                    \
-    } while (0)
-/* A missing required libc symbol: say so once and fail the call the way libc would. */
-#define REQUIRE(fn, failval)                                                                                           \
-    do {                                                                                                               \
-        RESOLVE(fn);                                                                                                   \
-        if (LS_UNLIKELY(!real_##fn)) {                                                                                 \
-            ls_missing_symbol(#fn);                                                                                    \
-            errno = ENOSYS;                                                                                            \
-            return failval;                                                                                            \
-        }                                                                                                              \
-    } while (0)
+#define RESOLVE(fn) LS_RESOLVE(fn)
+#define REQUIRE(fn, failval) LS_REQUIRE(fn, failval)
 
 static int (*real_socket)(int, int, int);
 static int (*real_connect)(int, const struct sockaddr *, socklen_t);
@@ -59,36 +46,24 @@ LEAKSHIM_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
         return REAL(connect)(fd, addr, len);
     ls_init();
     int ret = REAL(connect)(fd, addr, len);
-    int e = errno;
     /* A non-blocking or interrupted connect goes on in the kernel: the socket is live. */
-    if (ret == 0 || e == EINPROGRESS || e == EINTR) {
-        ls_in_shim++;
-        ls_on_connect(fd, addr, len);
-        ls_in_shim--;
-    }
-    errno = e;
+    if (ret == 0 || errno == EINPROGRESS || errno == EINTR)
+        LS_RECORD(ls_on_connect(fd, addr, len));
     return ret;
 }
 
 LEAKSHIM_EXPORT int close(int fd)
 {
     REQUIRE(close, -1);
-    if (!ls_in_shim && LS_UNLIKELY(ls_fd_tracked(fd))) {
-        ls_in_shim++;
-        ls_on_close(fd); /* forget before the number can be handed out again */
-        ls_in_shim--;
-    }
+    if (!ls_in_shim && LS_UNLIKELY(ls_fd_tracked(fd)))
+        LS_RECORD(ls_on_close(fd)); /* forget before the number can be handed out again */
     return REAL(close)(fd);
 }
 
 static int after_dup(int oldfd, int ret)
 {
     if (ret >= 0 && !ls_in_shim) {
-        int e = errno;
-        ls_in_shim++;
-        ls_on_dup(oldfd, ret);
-        ls_in_shim--;
-        errno = e;
+        LS_RECORD(ls_on_dup(oldfd, ret));
     }
     return ret;
 }
@@ -136,11 +111,7 @@ LEAKSHIM_EXPORT int close_range(unsigned first, unsigned last, int flags)
     REQUIRE(close_range, -1);
     unsigned known = CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC;
     if (!ls_in_shim && first <= last && !((unsigned)flags & ~known) && !(flags & CLOSE_RANGE_CLOEXEC)) {
-        int e = errno;
-        ls_in_shim++;
-        ls_on_close_range(first, last);
-        ls_in_shim--;
-        errno = e;
+        LS_RECORD(ls_on_close_range(first, last));
     }
     return REAL(close_range)(first, last, flags);
 }
@@ -153,11 +124,7 @@ LEAKSHIM_EXPORT void closefrom(int lowfd)
         return;
     }
     if (!ls_in_shim && lowfd >= 0) {
-        int e = errno;
-        ls_in_shim++;
-        ls_on_close_range((unsigned)lowfd, ~0u);
-        ls_in_shim--;
-        errno = e;
+        LS_RECORD(ls_on_close_range((unsigned)lowfd, ~0u));
     }
     REAL(closefrom)(lowfd);
 }
@@ -167,14 +134,11 @@ LEAKSHIM_EXPORT int fclose(FILE *fp)
 {
     REQUIRE(fclose, EOF);
     if (!ls_in_shim && fp) {
-        int e = errno;
-        int fd = fileno(fp);
-        if (fd >= 0 && ls_fd_tracked(fd)) {
-            ls_in_shim++;
-            ls_on_close(fd);
-            ls_in_shim--;
-        }
-        errno = e;
+        LS_RECORD({
+            int fd = fileno(fp);
+            if (fd >= 0 && ls_fd_tracked(fd))
+                ls_on_close(fd);
+        });
     }
     return REAL(fclose)(fp);
 }

@@ -1,5 +1,5 @@
 /* Bootstrap and runtime: options, the reporter thread, the dump trigger, fork and exit. */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <dlfcn.h>
 #include <link.h>

@@ -14,7 +14,7 @@
 #ifndef LS_REPORT_H
 #define LS_REPORT_H
 
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #define LS_REPORT_VERSION 2 /* the JSON's "leakshim" field; bump with shim/report.schema.json */
 
@@ -246,6 +246,5 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g);
 void ls_text_checkout_warning(ls_buf *b, const ls_handle_view *h, double held, double threshold, const ls_where *w,
                               const ls_render_opts *o);
 /* "127.0.0.1:5432", "[::1]:5432", "/run/x/.s.PGSQL.5432", "@abstract", "?" (formatting only). */
-const char *ls_handle_type(int driver, int kind); /* "PGconn", "redisContext", ... */
 
 #endif

@@ -1,6 +1,6 @@
 /* LEAKSHIM_OPTIONS: one table (LSan's LSAN_FLAG model) drives parsing, validation, help=1 and the
  * README's option list (`leakshim options --markdown`). Used by the shim and by tools/leakshim. */
-#include "leakshim.h"
+#include "ls_internal.h"
 #include "ls_suggest.h"
 
 #include <ctype.h>
@@ -13,8 +13,20 @@
 
 ls_options ls_opt;
 
-#define LS_DEFAULT_PORTS "5432,6432,3306,33060,6379,26379,27017-27019,1433,1521,9042,11211,26257,7687,5984,8529,28015"
-#define LS_DEFAULT_PATHS ".s.PGSQL.*,mysqld.sock,mysql.sock,mariadb.sock,redis*.sock,mongodb-*.sock,memcached*.sock"
+/* The defaults of ports= and paths= come from drivers.def: each row adds ",TEXT" and the
+ * option table skips the first comma. */
+static const char default_ports[] = ""
+#define DATABASE_PORT(text, lo, hi, service) "," text
+#include "drivers.def"
+#undef DATABASE_PORT
+    ;
+static const char default_paths[] = ""
+#define DATABASE_PATH(glob, service) "," glob
+#include "drivers.def"
+#undef DATABASE_PATH
+    ;
+#define LS_DEFAULT_PORTS (default_ports + 1)
+#define LS_DEFAULT_PATHS (default_paths + 1)
 
 /* OPT(type, name, default, valid-values, description) */
 #define LS_OPTION_TABLE(OPT)                                                                                           \

@@ -3,7 +3,7 @@
  * swap files in. Every check is made on what was actually opened (fstat of the fd, openat in the
  * directory fd that was checked), so nothing can change between the check and the write.
  * Runs in report context (reporter thread, atexit): never in a signal handler. */
-#include "leakshim.h"
+#include "ls_internal.h"
 #include "ls_outfile.h"
 
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Raw output and small utilities shared by the shim and the tool. Nothing here allocates except
  * the ls_buf functions, which are only used by reporters (never in a signal handler). */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>

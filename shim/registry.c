@@ -2,7 +2,7 @@
  * never confused with the original) and driver handles/pools (keyed by address). One mutex, never
  * held while calling out (stack capture and symbolization happen outside it); untracked fds are
  * rejected lock-free through fdtab. */
-#include "leakshim.h"
+#include "ls_internal.h"
 #include "ls_uthash.h"
 
 #include <fnmatch.h>
@@ -255,26 +255,31 @@ static const struct {
     int lo, hi;
     const char *name;
 } port_names[] = {
-    {5432, 5432, "PostgreSQL"},  {6432, 6432, "PgBouncer"},   {3306, 3306, "MySQL"},
-    {33060, 33060, "MySQL X"},   {6379, 6379, "Redis"},       {26379, 26379, "Redis Sentinel"},
-    {27017, 27019, "MongoDB"},   {1433, 1433, "SQL Server"},  {1521, 1521, "Oracle"},
-    {9042, 9042, "Cassandra"},   {11211, 11211, "memcached"}, {26257, 26257, "CockroachDB"},
-    {7687, 7687, "Neo4j"},       {5984, 5984, "CouchDB"},     {8529, 8529, "ArangoDB"},
-    {28015, 28015, "RethinkDB"},
+#define DATABASE_PORT(text, lo, hi, service) {lo, hi, service},
+#include "drivers.def"
+#undef DATABASE_PORT
+};
+
+static const struct {
+    const char *glob, *name;
+} path_names[] = {
+#define DATABASE_PATH(glob, service) {glob, service},
+#include "drivers.def"
+#undef DATABASE_PATH
+};
+
+static const struct {
+    const char *name, *service, *client_type, *pool_type;
+} drivers[LS_DRV_COUNT] = {
+#define DRIVER(id, name, service, client_type, pool_type) [LS_DRV_##id] = {name, service, client_type, pool_type},
+#include "drivers.def"
+#undef DRIVER
 };
 
 const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len)
 {
-    switch (driver) {
-    case LS_DRV_LIBPQ:
-    case LS_DRV_PSYCOPG2: return "PostgreSQL";
-    case LS_DRV_HIREDIS:
-    case LS_DRV_REDISPY: return "Redis";
-    case LS_DRV_MONGOC:
-    case LS_DRV_PYMONGO: return "MongoDB";
-    case LS_DRV_MYSQL: return "MySQL";
-    default: break;
-    }
+    if (driver > 0 && driver < LS_DRV_COUNT && drivers[driver].service)
+        return drivers[driver].service;
     if (sa && len >= sizeof(struct sockaddr_in) && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
         int port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
                                             : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
@@ -282,30 +287,33 @@ const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len
             if (port >= port_names[i].lo && port <= port_names[i].hi)
                 return port_names[i].name;
     }
-    if (sa && sa->sa_family == AF_UNIX) {
-        const char *p = ((const struct sockaddr_un *)sa)->sun_path;
-        if (strstr(p, ".s.PGSQL."))
-            return "PostgreSQL";
-        if (strstr(p, "mysql") || strstr(p, "mariadb"))
-            return "MySQL";
-        if (strstr(p, "redis"))
-            return "Redis";
-        if (strstr(p, "mongodb"))
-            return "MongoDB";
+    if (sa && sa->sa_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path)) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        char path[sizeof un->sun_path + 1];
+        size_t n = len - offsetof(struct sockaddr_un, sun_path);
+        if (n > sizeof un->sun_path)
+            n = sizeof un->sun_path;
+        memcpy(path, un->sun_path, n);
+        path[n] = 0;
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        for (size_t i = 0; i < sizeof path_names / sizeof path_names[0]; i++)
+            if (!fnmatch(path_names[i].glob, base, 0))
+                return path_names[i].name;
     }
     return "database";
 }
 
-static const char *const driver_names[LS_DRV_COUNT] = {
-    [LS_DRV_NONE] = "socket",      [LS_DRV_LIBPQ] = "libpq",       [LS_DRV_HIREDIS] = "hiredis",
-    [LS_DRV_MONGOC] = "libmongoc", [LS_DRV_MYSQL] = "mariadb",     [LS_DRV_PYMONGO] = "pymongo",
-    [LS_DRV_REDISPY] = "redis-py", [LS_DRV_PSYCOPG2] = "psycopg2", [LS_DRV_SQLALCHEMY] = "sqlalchemy",
-    [LS_DRV_PYTHON] = "python",
-};
+const char *ls_handle_type(int driver, int kind)
+{
+    if (driver < 0 || driver >= LS_DRV_COUNT)
+        driver = LS_DRV_NONE;
+    return kind == LS_HK_POOL ? drivers[driver].pool_type : drivers[driver].client_type;
+}
 
 const char *ls_driver_name(int drv)
 {
-    return drv >= 0 && drv < LS_DRV_COUNT ? driver_names[drv] : "?";
+    return drv >= 0 && drv < LS_DRV_COUNT ? drivers[drv].name : "?";
 }
 
 const char *ls_state_name(int st)

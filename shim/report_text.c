@@ -16,17 +16,6 @@
 
 /* ------------------------------------------------------------------ small formatting */
 
-const char *ls_handle_type(int driver, int kind)
-{
-    switch (driver) {
-    case LS_DRV_LIBPQ: return "PGconn";
-    case LS_DRV_HIREDIS: return "redisContext";
-    case LS_DRV_MONGOC: return kind == LS_HK_POOL ? "mongoc_client_pool_t" : "mongoc_client_t";
-    case LS_DRV_MYSQL: return "MYSQL";
-    default: return kind == LS_HK_POOL ? "pool" : "connection";
-    }
-}
-
 static const char *plural(long n, const char *one, const char *many)
 {
     return n == 1 ? one : many;

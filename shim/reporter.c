@@ -16,7 +16,7 @@
  * another process squats the name), sends one request line and reads the report back: nothing is
  * written to files or to the target's stderr, nothing is left behind. The tool checks that the
  * listening socket belongs to PID (SO_PEERCRED); the shim answers only its own user or root. */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -24,7 +24,7 @@
  * closed before returning. Where netlink is refused (seccomp, no sock_diag module, another network
  * namespace) the lookups simply find nothing and callers ask per socket. Never in a signal handler
  * (malloc). */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <errno.h>
 #include <linux/inet_diag.h>

@@ -10,7 +10,7 @@
  * "pipe" is two numbers no fd can have, and "write one byte of addr into it" becomes a
  * process_vm_readv of that byte from our own memory, which says EFAULT for unreadable memory
  * without any fd. Every other call goes to libc unchanged. */
-#include "leakshim.h"
+#include "ls_internal.h"
 #include "ls_got.h"
 #include "ls_uthash.h"
 

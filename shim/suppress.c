@@ -4,7 +4,7 @@
  * (an empty pattern would hide every leak; a line cut at a buffer size would become a pattern of
  * its own) and says so in one warning line per file, however wrong the file is. Runs in the
  * constructor, the reporter thread or atexit: never in a signal handler. */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -34,7 +34,7 @@
  * fork caught another thread inside libdw, the host table's too (half-updated). Dropped sessions are
  * leaked, not ended. Never in a signal handler (malloc, a mutex, file I/O).
  */
-#include "leakshim.h"
+#include "ls_internal.h"
 #include "ls_uthash.h"
 
 #include <dlfcn.h>

@@ -11,7 +11,7 @@
  *   leakshim version | --version
  *   leakshim help [COMMAND] | --help
  */
-#include "../shim/leakshim.h"
+#include "../shim/ls_internal.h"
 #include "../shim/ls_outfile.h"
 #include "../shim/ls_suggest.h"
 #include "../shim/ls_version.h"

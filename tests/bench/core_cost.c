@@ -13,7 +13,7 @@
  * Prints "name value" lines and "dump ..." rows. Usage: core_cost [N_DUMP [--callgrind]]; with
  * --callgrind only fmt and dump run, once per variant, each between CALLGRIND_ZERO_STATS and
  * CALLGRIND_DUMP_STATS_AT("variant N") (no-ops outside valgrind). */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>

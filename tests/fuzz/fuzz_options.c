@@ -1,7 +1,7 @@
 /* libFuzzer target: LEAKSHIM_OPTIONS parsing on arbitrary bytes. Beyond "no crash, no UB" (ASan,
  * UBSan), every field must end up inside its documented range whatever the input, every problem
  * must be exactly one printable line, and parsing must be deterministic. `make fuzz`. */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <fcntl.h>
 #include <math.h>

@@ -2,7 +2,7 @@
  * point). Beyond "no crash, no UB": no empty pattern is ever stored (it would suppress every
  * leak), the count is bounded by the lines, and each buffer gives at most one warning, one
  * printable line. `make fuzz`. */
-#include "leakshim.h"
+#include "ls_internal.h"
 
 #include <fcntl.h>
 #include <sanitizer/common_interface_defs.h>

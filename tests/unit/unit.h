@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include "leakshim.h"
+#include "ls_internal.h"
 
 /* A listening TCP socket on 127.0.0.1 and an ephemeral port; returns the port. */
 int unit_listen(int *lfd);

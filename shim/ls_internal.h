@@ -6,8 +6,8 @@
  * The core is unit-tested by linking it directly (no preload), so core files never call a hooked
  * libc function through its public name where that would recurse: they use ls_sys_close().
  */
-#ifndef LEAKSHIM_H
-#define LEAKSHIM_H
+#ifndef LS_INTERNAL_H
+#define LS_INTERNAL_H
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -174,20 +174,15 @@ void ls_stack_unlock_all(int child); /* atfork parent/child */
 void ls_stack_init_self(void);       /* constructor: learn the shim's own text range */
 
 /* ---------------------------------------------------------------- registry (registry.c) */
+/* The drivers: one row each in drivers.def, which says how to add one. */
 enum ls_driver {
-    LS_DRV_NONE = 0, /* classified by address only */
-    LS_DRV_LIBPQ,
-    LS_DRV_HIREDIS,
-    LS_DRV_MONGOC,
-    LS_DRV_MYSQL,
-    LS_DRV_PYMONGO,
-    LS_DRV_REDISPY,
-    LS_DRV_PSYCOPG2,
-    LS_DRV_SQLALCHEMY,
-    LS_DRV_PYTHON, /* a Python pool or driver not listed above */
+#define DRIVER(id, name, service, client_type, pool_type) LS_DRV_##id,
+#include "drivers.def"
+#undef DRIVER
     LS_DRV_COUNT
 };
 const char *ls_driver_name(int drv);
+const char *ls_handle_type(int driver, int kind); /* "PGconn", "mongoc_client_pool_t", ... */
 
 enum ls_state {
     LS_ST_IN_USE = 0, /* open, owned by a live handle or by nobody known */
