@@ -14,6 +14,7 @@
  * The handler reads no shared state (it only sets a flag), so a host switching dispositions from
  * several threads while the signal arrives cannot make it jump through a half-written pointer. */
 #include "ls_hook.h"
+#include "ls_got.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -126,6 +127,9 @@ LEAKSHIM_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigac
     return ret;
 }
 
+extern __typeof__(sigaction) ls_self_sigaction
+    __attribute__((alias("sigaction"), copy(sigaction), visibility("hidden")));
+
 /* glibc's signal() calls its internal sigaction, which no hook sees: route it through ours. */
 LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
 {
@@ -144,7 +148,12 @@ LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
     sa.sa_handler = handler;
     sa.sa_flags = SA_RESTART; /* glibc's signal() has BSD semantics */
     sigemptyset(&sa.sa_mask);
-    if (sigaction(sig, &sa, &old) != 0)
+    if (ls_self_sigaction(sig, &sa, &old) != 0) /* ours, also when loaded late (hook_attach.c) */
         return SIG_ERR;
     return (old.sa_flags & SA_SIGINFO) ? (__sighandler_t)(void *)old.sa_sigaction : old.sa_handler;
 }
+
+/* `leakshim attach` (hook_attach.c): this file's hooks by their own addresses (see hook_socket.c). */
+extern __typeof__(signal) ls_self_signal __attribute__((alias("signal"), copy(signal), visibility("hidden")));
+const ls_got_hook ls_signal_hooks[] = {{"sigaction", (void *)ls_self_sigaction}, {"signal", (void *)ls_self_signal}};
+const size_t ls_signal_nhooks = sizeof ls_signal_hooks / sizeof ls_signal_hooks[0];
