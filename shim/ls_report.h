@@ -23,21 +23,21 @@ enum ls_report_kind { LS_REPORT_EXIT = 0, LS_REPORT_SNAPSHOT = 1 };
 /* One vocabulary for groups, sockets and handles: a socket or handle carries the category of the
  * group it is reported in, or one of the last four when it is in none. */
 #define LS_CATEGORIES(X)                                                                                               \
-    X(LEAK, "leak")                          /* exit: a socket no driver handle owns */                                \
-    X(HANDLE_LEAK, "handle-leak")            /* exit: a driver handle never freed, holding sockets */                  \
-    X(ORPHANED, "orphaned-socket")           /* exit: its handle was freed, the socket is still open */                \
-    X(CLOSED_UNDER, "closed-under-handle")   /* exit: a live handle whose socket was closed under it */                \
-    X(CHECKOUT_LEAK, "checkout-leak")        /* exit: checked out of a pool and never returned */                      \
-    X(UNCONNECTED, "unconnected-handle")     /* exit, quiet: a handle never freed that holds no socket */              \
-    X(POOL_UNCLOSED, "pool-unclosed")        /* exit, quiet: a pool (with its idle clients) never closed */            \
-    X(BACKGROUND, "background")              /* quiet: a driver's own monitoring socket */                             \
-    X(CHECKED_OUT, "checked-out")            /* snapshot: checked out of a pool now */                                 \
-    X(LIVE, "live")                          /* snapshot: open, not checked out */                                     \
-    X(POOL, "pool")                          /* snapshot: a pool handle (the pools list) */                            \
-    X(FREED, "freed")                        /* a freed handle kept because its socket is still open */                \
-    X(MOVED, "moved")                        /* a handle whose sockets another handle took over */                     \
-    X(INHERITED, "inherited")                /* the parent process's, reported there */                                \
-    X(BEFORE_ATTACH, "opened-before-attach") /* found open by `leakshim attach`: no stack, not a leak */
+    X(LEAK, "leak")                        /* exit: a socket no driver handle owns */                                  \
+    X(HANDLE_LEAK, "handle-leak")          /* exit: a driver handle never freed, holding sockets */                    \
+    X(ORPHANED, "orphaned-socket")         /* exit: its handle was freed, the socket is still open */                  \
+    X(CLOSED_UNDER, "closed-under-handle") /* exit: a live handle whose socket was closed under it */                  \
+    X(CHECKOUT_LEAK, "checkout-leak")      /* exit: checked out of a pool and never returned */                        \
+    X(UNCONNECTED, "unconnected-handle")   /* exit, quiet: a handle never freed that holds no socket */                \
+    X(POOL_UNCLOSED, "pool-unclosed")      /* exit, quiet: a pool (with its idle clients) never closed */              \
+    X(BACKGROUND, "background")            /* quiet: a driver's own monitoring socket */                               \
+    X(CHECKED_OUT, "checked-out")          /* snapshot: checked out of a pool now */                                   \
+    X(LIVE, "live")                        /* snapshot: open, not checked out */                                       \
+    X(POOL, "pool")                        /* snapshot: a pool handle (the pools list) */                              \
+    X(FREED, "freed")                      /* a freed handle kept because its socket is still open */                  \
+    X(MOVED, "moved")                      /* a handle whose sockets another handle took over */                       \
+    X(INHERITED, "inherited")              /* the parent process's, reported there */                                  \
+    X(PRE_ATTACH, "opened-before-attach")  /* found open by `leakshim attach`: no stack, never a leak */
 #define LS_CAT_ENUM(name, str) LS_CAT_##name,
 enum ls_cat { LS_CATEGORIES(LS_CAT_ENUM) LS_CAT_COUNT };
 #undef LS_CAT_ENUM

@@ -147,8 +147,8 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
         }
         if (c->before_attach && !c->handle) { /* no stack, no handle: a group of its own, never a leak */
             sock_item[i] = (int)m->nitems;
-            m->sock_cat[i] = LS_CAT_BEFORE_ATTACH;
-            add_item(m, LS_CAT_BEFORE_ATTACH, i, NONE);
+            m->sock_cat[i] = LS_CAT_PRE_ATTACH;
+            add_item(m, LS_CAT_PRE_ATTACH, i, NONE);
             continue;
         }
         if (!c->background && h && !h->freed) {
@@ -471,10 +471,10 @@ static void describe_groups(ls_model *m)
         if (kind == LS_REPORT_EXIT)
             gr->section = gr->leak && !gr->suppressed ? 0 : 1;
         else
-            gr->section = gr->cat == LS_CAT_CHECKED_OUT     ? 0
-                          : gr->cat == LS_CAT_LIVE          ? 1
-                          : gr->cat == LS_CAT_BEFORE_ATTACH ? 3
-                                                            : 2;
+            gr->section = gr->cat == LS_CAT_CHECKED_OUT  ? 0
+                          : gr->cat == LS_CAT_LIVE       ? 1
+                          : gr->cat == LS_CAT_PRE_ATTACH ? 3
+                                                         : 2;
     }
 }
 

@@ -210,7 +210,7 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         ls_buf_printf(b, "%d %s background %s%s%s (driver monitoring, not a leak), created at ", n, drv,
                       plural(n, "socket", "sockets"), to, peer);
         break;
-    case LS_CAT_BEFORE_ATTACH: /* nobody saw them created: no stack to show */
+    case LS_CAT_PRE_ATTACH: /* nobody saw them created: no stack to show */
         ls_buf_printf(b, "%d %s %s%s%s opened before attach (no stack)", n, svc, conns, to, peer);
         return;
     case LS_CAT_CHECKED_OUT: {
