@@ -38,7 +38,7 @@ SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
 SHIM_HDR := $(wildcard shim/*.h) shim/drivers.def
 SHIM     := shim/libleakshim.so
 TOOL     := tools/leakshim
-TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c
+TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c tools/attach.c
 MAN      := tools/leakshim.1
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -87,7 +87,7 @@ TOOL_DIRS := build/tool-dirs
 $(TOOL_DIRS): FORCE
 	@mkdir -p $(@D); echo 'LIBDIR=$(LIBDIR) LIB_REL=$(LIB_REL)' | cmp -s - $@ || \
 		echo 'LIBDIR=$(LIBDIR) LIB_REL=$(LIB_REL)' > $@
-$(TOOL): $(TOOL_SRC) $(SHIM_HDR) $(TOOL_DIRS)
+$(TOOL): $(TOOL_SRC) $(SHIM_HDR) tools/attach.h $(TOOL_DIRS)
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -DLEAKSHIM_LIB_REL='"$(LIB_REL)"' -o $@ $(TOOL_SRC)
 
