@@ -70,7 +70,9 @@ const char *ls_attach_options(void)
  * /proc/self/fd with getdents64 into a stack buffer. Returns how many were added. */
 static int register_open_sockets(void)
 {
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ls_fds_private)
+        return 0; /* the reporter thread: its fd table is not the host's (the tool never calls here) */
+    int dfd = open("/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return 0;
     int added = 0;
