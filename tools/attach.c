@@ -464,37 +464,79 @@ static int parse_pid(const char *a, int *pid)
     return 0;
 }
 
-int ls_tool_attach(int argc, char **argv, int detach, const ls_attach_env *env)
+typedef struct attach_args {
+    const char *opts, *pidarg;
+    double timeout;
+    int verbose;
+} attach_args;
+
+/* The flags both commands read: --timeout, --verbose, and the PID. 1 taken, 0 not one of them,
+ * -1 a bad value (said). */
+static int common_arg(const char *cmd, int argc, char **argv, int *i, attach_args *x)
 {
-    const char *cmd = detach ? "leakshim detach" : "leakshim attach";
-    const char *opts = NULL, *pidarg = NULL;
-    double timeout = 20;
-    int verbose = 0;
+    const char *a = argv[*i];
+    if (!strcmp(a, "--timeout") || !strncmp(a, "--timeout=", 10)) {
+        const char *v = a[9] == '=' ? a + 10 : (*i + 1 < argc ? argv[++*i] : "");
+        char *end;
+        x->timeout = strtod(v, &end);
+        if (!*v || *end || !(x->timeout > 0) || x->timeout > 3600) {
+            fprintf(stderr, "%s: --timeout takes a number of seconds (0 < N <= 3600), not '%s'\n", cmd, v);
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(a, "--verbose"))
+        return x->verbose = 1;
+    if (a[0] != '-' && !x->pidarg) {
+        x->pidarg = a;
+        return 1;
+    }
+    return 0;
+}
+
+static int attach_or_detach(int detach, const attach_args *x, const ls_attach_env *env);
+
+int ls_tool_attach(int argc, char **argv, const ls_attach_env *env)
+{
+    attach_args x = {.timeout = 20};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (!detach && (!strcmp(a, "--options") || !strncmp(a, "--options=", 10))) {
+        int r;
+        if (!strcmp(a, "--options") || !strncmp(a, "--options=", 10)) {
             if (a[9] != '=' && i + 1 >= argc) {
-                fprintf(stderr, "%s: --options needs a value\n", cmd);
+                fprintf(stderr, "leakshim attach: --options needs a value\n");
                 return 2;
             }
-            opts = a[9] == '=' ? a + 10 : argv[++i];
-        } else if (!strcmp(a, "--timeout") || !strncmp(a, "--timeout=", 10)) {
-            const char *v = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : "");
-            char *end;
-            timeout = strtod(v, &end);
-            if (!*v || *end || !(timeout > 0) || timeout > 3600) {
-                fprintf(stderr, "%s: --timeout takes a number of seconds (0 < N <= 3600), not '%s'\n", cmd, v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--verbose"))
-            verbose = 1;
-        else if (a[0] != '-' && !pidarg)
-            pidarg = a;
-        else {
-            fprintf(stderr, "%s: unknown argument '%s' (see %s --help)\n", cmd, a, cmd);
+            x.opts = a[9] == '=' ? a + 10 : argv[++i];
+        } else if ((r = common_arg("leakshim attach", argc, argv, &i, &x)) <= 0) {
+            if (!r)
+                fprintf(stderr, "leakshim attach: unknown argument '%s' (see leakshim attach --help)\n", a);
             return 2;
         }
     }
+    return attach_or_detach(0, &x, env);
+}
+
+int ls_tool_detach(int argc, char **argv, const ls_attach_env *env)
+{
+    attach_args x = {.timeout = 20};
+    for (int i = 0; i < argc; i++) {
+        int r = common_arg("leakshim detach", argc, argv, &i, &x);
+        if (r <= 0) {
+            if (!r)
+                fprintf(stderr, "leakshim detach: unknown argument '%s' (see leakshim detach --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    return attach_or_detach(1, &x, env);
+}
+
+static int attach_or_detach(int detach, const attach_args *x, const ls_attach_env *env)
+{
+    const char *cmd = detach ? "leakshim detach" : "leakshim attach";
+    const char *opts = x->opts, *pidarg = x->pidarg;
+    double timeout = x->timeout;
+    int verbose = x->verbose;
     int pid;
     if (parse_pid(pidarg, &pid) != 0) {
         fprintf(stderr, "%s: expected a PID (see %s --help)\n", cmd, cmd);

@@ -10,8 +10,9 @@ typedef struct ls_attach_env {
     int (*check_options)(const char *opts, int pid); /* problems found (each printed as one line) */
 } ls_attach_env;
 
-/* argv: the command's own arguments. Returns the exit status: 0 done, 1 refused or failed
+/* argv: the command's own arguments. Return the exit status: 0 done, 1 refused or failed
  * (nothing changed in the process), 2 usage error or invalid options. */
-int ls_tool_attach(int argc, char **argv, int detach, const ls_attach_env *env);
+int ls_tool_attach(int argc, char **argv, const ls_attach_env *env);
+int ls_tool_detach(int argc, char **argv, const ls_attach_env *env);
 
 #endif

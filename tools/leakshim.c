@@ -957,13 +957,13 @@ static const ls_attach_env attach_env = {find_shim, attach_check_options};
 static int cmd_attach(const command *c, int argc, char **argv)
 {
     (void)c;
-    return ls_tool_attach(argc, argv, 0, &attach_env);
+    return ls_tool_attach(argc, argv, &attach_env);
 }
 
 static int cmd_detach(const command *c, int argc, char **argv)
 {
     (void)c;
-    return ls_tool_attach(argc, argv, 1, &attach_env);
+    return ls_tool_detach(argc, argv, &attach_env);
 }
 
 /* ------------------------------------------------------------------ options, check-options */
