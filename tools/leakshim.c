@@ -874,8 +874,10 @@ static int cmd_dump(int argc, char **argv)
         return 1;
     }
     if (!shimmed) {
-        fprintf(stderr, "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded)\n",
-                pid);
+        fprintf(stderr,
+                "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded; "
+                "`leakshim attach %ld` loads it)\n",
+                pid, pid);
         return 1;
     }
     /* The channel opens with the reporter thread (named "leakshim"), which starts when the first
