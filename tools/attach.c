@@ -16,9 +16,8 @@
  * attach refused with one line: a statically linked program (no loader to dlopen with), no glibc,
  * Yama's ptrace_scope or missing rights (another user, no CAP_SYS_PTRACE), another PID or network
  * namespace (`leakshim dump` could not reach the shim's channel) or a mount namespace where the
- * library is not the same file, a process that runs the shim from its start (preloaded), gdb
- * missing. A seccomp filter on this tool that forbids ptrace shows as gdb failing to attach, and
- * is named in that line. */
+ * library is not the same file, a process that runs the shim from its start (preloaded), a seccomp
+ * filter on this tool (gdb inherits it) that forbids ptrace, gdb missing. */
 #include "attach.h"
 
 #include <ctype.h>
@@ -30,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -266,6 +267,29 @@ static int ptrace_scope(void)
     return atoi(buf);
 }
 
+/* Does a seccomp filter on this tool (inherited by gdb) forbid ptrace? Probed in a child, which
+ * asks about itself (ESRCH: not traced, so the call itself is allowed); a filter answers with
+ * another errno or kills the child. Only when /proc/self/status says a filter is installed. */
+static int seccomp_forbids_ptrace(void)
+{
+    char st[8192], mode[16];
+    if (read_text("/proc/self/status", st, sizeof st) <= 0)
+        return 0;
+    status_field(st, "Seccomp", mode, sizeof mode);
+    if (strcmp(mode, "2"))
+        return 0;
+    pid_t child = fork();
+    if (child == 0) {
+        errno = 0;
+        long r = syscall(SYS_ptrace, PTRACE_PEEKUSER, (long)getpid(), 0L, 0L);
+        _exit(r == -1 && errno == ESRCH ? 0 : 1);
+    }
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) != child)
+        return 0;
+    return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* gdb on PATH? */
 static int find_gdb(char *out, size_t cap)
 {
@@ -338,6 +362,8 @@ static const char *refusal(int pid, const char *shim, int detach, char *why, siz
         return snprintf(why, cap, "it already runs under leakshim (preloaded): use `leakshim dump %d`", pid), why;
     if (detach && !m.shim)
         return snprintf(why, cap, "leakshim is not attached to it"), why;
+    if (seccomp_forbids_ptrace())
+        return snprintf(why, cap, "a seccomp filter on this tool forbids ptrace, which gdb needs"), why;
     char gdb[PATH_MAX];
     if (find_gdb(gdb, sizeof gdb) != 0)
         return snprintf(why, cap, "gdb is not installed (apt-get install gdb): leakshim attaches through it"), why;

@@ -375,6 +375,16 @@ def test_refuses_when_ptrace_scope_forbids_it(c_service, tmp_path):
         assert open(YAMA).read().strip() == saved
 
 
+def test_refuses_under_a_seccomp_filter_that_forbids_ptrace(c_service):
+    """tests/integration/progs/no_ptrace runs the tool under a filter making ptrace fail (EPERM)."""
+    prog = ROOT / "tests" / "integration" / "progs" / "no_ptrace"
+    assert prog.exists(), f"{prog} is not built (make {prog.relative_to(ROOT)})"
+    r = subprocess.run([str(prog), str(TOOL), "attach", str(c_service.pid)], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, LEAKSHIM_LIB=str(SHIM)))
+    assert_refused(r, c_service.pid, "a seccomp filter on this tool forbids ptrace")
+    assert c_service.request("ping") == "ok"
+
+
 def test_refuses_without_a_process_or_with_bad_options(c_service):
     r = tool("attach", "999999999")
     assert r.returncode == 2 or "no such process" in r.stderr
