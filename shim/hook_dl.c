@@ -41,7 +41,7 @@
 
 /* ------------------------------------------------------------------ the hook table */
 
-#define DL_MAX_HOOKS 96
+#define DL_MAX_HOOKS 128 /* the drivers' hooks, and the libc ones when loaded late (attach) */
 static ls_got_hook all_hooks[DL_MAX_HOOKS];
 static size_t n_all_hooks;
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
