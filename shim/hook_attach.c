@@ -18,7 +18,8 @@
  *   5. in CPython, runs the Python side's bootstrap from a thread of its own holding the GIL
  *      (modules already imported are patched at once, later ones on import).
  * leakshim_detach() pauses recording: the hooks stay in the slots (another thread may be inside
- * one; the library is never unloaded) and pass every call through; a later attach resumes.
+ * one; the library is never unloaded) and pass every call through, and the dump signal goes back
+ * to SIG_DFL if the shim had taken it; a later attach resumes.
  *
  * Runs on whichever host thread the debugger stopped at a safe point (not inside malloc or the
  * loader): malloc and the loader are usable; nothing here waits for another host thread.
@@ -148,6 +149,7 @@ LEAKSHIM_EXPORT int leakshim_attach(const char *options)
          * first ones (those still tracked from before are kept with their stacks). */
         ls_attached_at = ls_now(); /* read by reports, on the reporter thread later */
         __atomic_store_n(&ls_paused, 0, __ATOMIC_RELEASE);
+        ls_signal_install();
         ls_dl_patch_all();
         found = register_open_sockets();
     }
@@ -165,5 +167,8 @@ LEAKSHIM_EXPORT int leakshim_detach(void)
     if (!attached || __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
         return -1;
     __atomic_store_n(&ls_paused, 1, __ATOMIC_RELEASE);
+    ls_in_shim++;
+    ls_signal_release(); /* the dump signal is the host's again */
+    ls_in_shim--;
     return 0;
 }

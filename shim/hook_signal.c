@@ -74,6 +74,24 @@ void ls_signal_install(void)
                 ls_signal_name(ls_opt.signal), strerror(errno), ls_signal_name(ls_opt.signal));
 }
 
+/* `leakshim detach` (hook_attach.c), after pausing: the dump signal goes back to the disposition
+ * the host last set (SIG_DFL, with its flags) if ours is still what the kernel has. */
+void ls_signal_release(void)
+{
+    if (ls_opt.signal <= 0 || !resolve())
+        return;
+    sigset_t all, prevmask;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &prevmask);
+    pthread_mutex_lock(&sig_lock);
+    struct sigaction kernel;
+    if (owned && real_sigaction(ls_opt.signal, NULL, &kernel) == 0 && is_ours(&kernel))
+        real_sigaction(ls_opt.signal, &host_view, NULL);
+    owned = 0;
+    pthread_mutex_unlock(&sig_lock);
+    pthread_sigmask(SIG_SETMASK, &prevmask, NULL);
+}
+
 /* atfork prepare/parent/child: the lock must not be inherited held. */
 void ls_signal_atfork(int phase)
 {
@@ -93,8 +111,10 @@ LEAKSHIM_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigac
         errno = ENOSYS;
         return -1;
     }
-    /* A vfork child shares our memory: it must not change what the parent believes. */
-    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || !ls_registry_owner())
+    /* A vfork child shares our memory: it must not change what the parent believes. Detached
+     * (`leakshim detach`): the signal is the host's again. */
+    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || !ls_registry_owner() ||
+        __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
         return real_sigaction(sig, act, old);
     sigset_t all, prevmask;
     sigfillset(&all);
@@ -133,7 +153,7 @@ extern __typeof__(sigaction) ls_self_sigaction
 /* glibc's signal() calls its internal sigaction, which no hook sees: route it through ours. */
 LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
 {
-    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0) {
+    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE)) {
         static __sighandler_t (*real_signal)(int, __sighandler_t);
         if (!real_signal)
             real_signal = (__typeof__(real_signal))ls_real_symbol("signal");

@@ -30,6 +30,11 @@ extern const size_t ls_signal_nhooks;
 extern const ls_got_hook ls_dl_hooks[]; /* hook_dl.c */
 extern const size_t ls_dl_nhooks;
 
+/* hook_signal.c: take the dump signal if the host leaves it at SIG_DFL (start-up, re-attach);
+ * give it back (detach). */
+void ls_signal_install(void);
+void ls_signal_release(void);
+
 /* hook_python.c: in a running CPython, run the Python side's bootstrap from a thread of its own
  * that takes the GIL (PyGILState_Ensure); returns 1 if started, 0 if not CPython or done already. */
 int ls_python_attach(void);

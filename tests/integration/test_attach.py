@@ -414,10 +414,20 @@ def test_attach_detach_20_times_on_a_busy_service(c_service, pg, tmp_path):
     assert svc.stderr() == ""  # detached at exit: the shim says nothing
 
 
-def test_sigterm_after_detach_is_the_programs_own(c_service, pg, tmp_path):
-    """The dump signal aside, signal dispositions are the program's: after attach and detach a
-    SIGTERM still terminates it as before."""
-    attach(c_service, pg, tmp_path)
-    assert tool("detach", c_service.pid).returncode == 0
-    c_service.proc.send_signal(signal.SIGTERM)
-    assert c_service.proc.wait(timeout=30) == -signal.SIGTERM
+def test_dump_signal_while_attached_and_the_programs_own_after_detach(c_service, pg, tmp_path):
+    """Attached, SIGUSR2 (left at SIG_DFL by the program) writes a snapshot; detached, it is the
+    program's again: its default action terminates the process, as before the attach."""
+    svc = c_service
+    attach(svc, pg, tmp_path)
+    assert svc.request("leak") == "ok"
+    svc.proc.send_signal(signal.SIGUSR2)
+    report = tmp_path / f"report-{svc.pid}"
+    deadline = time.monotonic() + 30
+    while "snapshot:" not in (report.read_text() if report.exists() else ""):
+        assert time.monotonic() < deadline, "no snapshot after SIGUSR2"
+        time.sleep(0.02)
+    assert "open_report_connection" in report.read_text()
+    assert svc.request("ping") == "ok"
+    assert tool("detach", svc.pid).returncode == 0
+    svc.proc.send_signal(signal.SIGUSR2)
+    assert svc.proc.wait(timeout=30) == -signal.SIGUSR2
