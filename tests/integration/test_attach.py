@@ -90,6 +90,7 @@ class Load:
 
     def __init__(self, service, clients=8):
         self.service, self.ok, self.failed, self.errors = service, 0, 0, []
+        self.slowest = 0.0  # the longest request: how long the process was stopped, at most
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
@@ -98,6 +99,7 @@ class Load:
 
     def run(self):
         while not self.stop.is_set():
+            t0 = time.monotonic()
             try:
                 answer = self.service.request("ping")
                 good = answer == "ok"
@@ -105,6 +107,7 @@ class Load:
             except OSError as e:
                 good, err = False, repr(e)
             with self.lock:
+                self.slowest = max(self.slowest, time.monotonic() - t0)
                 if good:
                     self.ok += 1
                 else:
@@ -408,6 +411,8 @@ def test_attach_detach_20_times_on_a_busy_service(c_service, pg, tmp_path):
         load.wait_for(20)
     served = load.finish()
     assert served > 400
+    print(f"20 attach/detach rounds: {served} requests served, none lost, slowest {load.slowest:.2f}s")
+    assert load.slowest < 15, load.slowest  # the process is stopped for a bounded time
     assert svc.request("ping") == "ok"
     assert svc.proc.poll() is None
     assert svc.quit() == 0
