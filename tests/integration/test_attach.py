@@ -388,6 +388,42 @@ def test_refuses_under_a_seccomp_filter_that_forbids_ptrace(c_service):
     assert c_service.request("ping") == "ok"
 
 
+NAMESPACES = {
+    "pid": (["--pid", "--fork"], "exec sleep {t}", "another PID namespace"),
+    "net": (["--net"], "exec sleep {t}", "another network namespace"),
+    # a mount namespace where the library's directory is another file system: not the same file
+    "mnt": (["--mount", "--propagation", "private"], f"mount -t tmpfs none {SHIM.parent} && exec sleep {{t}}",
+            "another mount namespace where"),
+}
+
+
+@pytest.mark.parametrize("ns", sorted(NAMESPACES))
+def test_refuses_a_process_in_another_namespace(ns, tmp_path):
+    flags, cmd, words = NAMESPACES[ns]
+    marker = tmp_path / "started"
+    t = f"300.{os.getpid()}{sorted(NAMESPACES).index(ns)}"  # a sleep no other test runs, to find it by
+    p = subprocess.Popen(["unshare", *flags, "sh", "-c", f"touch {marker} && {cmd.format(t=t)}"], env=bare_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and p.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        if p.poll() is not None:
+            pytest.skip(f"unshare {' '.join(flags)} is not permitted here")
+        target = None  # the sleep (unshare --fork puts a process in between)
+        while target is None:
+            assert time.monotonic() < deadline, "no sleep process"
+            out = subprocess.run(["pgrep", "-n", "-f", f"^sleep {t}$"], capture_output=True, text=True).stdout
+            target = int(out) if out.strip() else None
+            time.sleep(0.01)
+        r = tool("attach", target)
+        assert_refused(r, target, words)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", f"^sleep {t}$"], capture_output=True)
+        p.kill()
+        p.wait()
+
+
 def test_refuses_without_a_process_or_with_bad_options(c_service):
     r = tool("attach", "999999999")
     assert r.returncode == 2 or "no such process" in r.stderr
