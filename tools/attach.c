@@ -16,7 +16,8 @@
  * attach refused with one line: a statically linked program (no loader to dlopen with), no glibc,
  * Yama's ptrace_scope or missing rights (another user, no CAP_SYS_PTRACE), another PID or network
  * namespace (`leakshim dump` could not reach the shim's channel) or a mount namespace where the
- * library is not the same file, a process that runs the shim from its start (preloaded), a seccomp
+ * library is not the same file, a process that runs the shim from its start (preloaded) or that
+ * another tracer holds, a seccomp
  * filter on this tool (gdb inherits it) that forbids ptrace, gdb missing. */
 #include "attach.h"
 
@@ -329,6 +330,13 @@ static const char *refusal(int pid, const char *shim, int detach, char *why, siz
     snprintf(path, sizeof path, "/proc/%d/status", pid);
     if (read_text(path, status, sizeof status) <= 0)
         return snprintf(why, cap, "no such process"), why;
+    char tracer[32], state[32];
+    status_field(status, "TracerPid", tracer, sizeof tracer);
+    if (atoi(tracer) > 0)
+        return snprintf(why, cap, "it is being traced already (by process %d: a debugger, strace?)", atoi(tracer)), why;
+    status_field(status, "State", state, sizeof state);
+    if (state[0] == 'Z' || state[0] == 'X')
+        return snprintf(why, cap, "it has exited"), why;
     int cap_ptrace = have_cap_sys_ptrace();
     status_field(status, "Uid", uid, sizeof uid);
     snprintf(my, sizeof my, "%d", (int)getuid());
