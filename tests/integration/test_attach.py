@@ -266,6 +266,27 @@ def test_python_service_attached_under_load_gets_python_stacks_and_pool_patches(
     assert "opened before attach (no stack)" in text
 
 
+def test_python_service_detached_and_reattached_under_load(py_service, pg, tmp_path):
+    """Three attach/detach rounds on the busy Python service, then a leak after the last attach:
+    the Python side started once stays installed and its stacks still come."""
+    svc = py_service
+    load = Load(svc)
+    for i in range(3):
+        r = attach(svc, pg, tmp_path) if i == 0 else tool("attach", svc.pid)
+        assert r.returncode == 0, r.stderr
+        load.wait_for(20)
+        assert tool("detach", svc.pid).returncode == 0
+        load.wait_for(20)
+    assert tool("attach", svc.pid).returncode == 0
+    assert svc.request("leak") == "ok"
+    assert load.finish() > 0
+    assert svc.quit() == 0
+    text, js = exit_reports(tmp_path, svc.pid)
+    leak_line = line_of(PY_SERVICE, "conn = psycopg2.connect(DSN)  # the bug")
+    assert js["summary"]["leaks"] == 1, text
+    assert f"py_attach_service.py:{leak_line} in open_report_connection" in text, text
+
+
 # ---------------------------------------------------------------- detach
 
 
