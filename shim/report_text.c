@@ -273,8 +273,12 @@ static void socket_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
 static void group_block(ls_buf *b, const ls_model *m, const ls_mgroup *g, const ls_render_opts *o)
 {
     ls_text_group_title(b, m, g);
-    ls_buf_puts(b, ":\n");
-    text_stack(b, &g->where, o->fold, "    ");
+    if (g->cat == LS_CAT_PRE_ATTACH) /* nobody saw them created: no stack, the title says so */
+        ls_buf_puts(b, o->sockets ? ":\n" : "\n");
+    else {
+        ls_buf_puts(b, ":\n");
+        text_stack(b, &g->where, o->fold, "    ");
+    }
     if (o->sockets)
         socket_lines(b, m, g);
     ls_buf_puts(b, "\n");
