@@ -128,6 +128,7 @@ static void chart(FILE *o, const rp_file *f, int which)
     double ymax = 1;
     for (int i = 0; i < ns; i++)
         ymax = fmax(ymax, rp_num(cJSON_GetArrayItem(tl, i), "live", 0));
+    ymax = ceil(ymax / 4) * 4; /* whole numbers on the four grid lines */
     double span = t1 > t0 ? t1 - t0 : 1, pw = W - ML - MR, ph = H - MT - MB;
 #define X(t) (ML + ((t)-t0) / span * pw)
 #define Y(v) (MT + ph - (v) / ymax * ph)
@@ -143,7 +144,7 @@ static void chart(FILE *o, const rp_file *f, int which)
     }
     for (int k = 0; k <= 4; k++) {
         double t = t0 + span * k / 4;
-        fprintf(o, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.4gs</text>\n", X(t), H - 10, t - t0);
+        fprintf(o, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.3gs</text>\n", X(t), H - 10, t - t0);
     }
     /* the sample times, once; each polyline lists its values in the same order */
     fputs("<g class=\"samples\" data-t=\"", o);
@@ -197,7 +198,7 @@ static void chart(FILE *o, const rp_file *f, int which)
     for (int k = 0; k < nl; k++) {
         ly += 16;
         const char *color = lines[k].leak ? leak_palette[k % 4] : palette[k % (int)(sizeof palette / sizeof *palette)];
-        char shortl[44];
+        char shortl[38];
         snprintf(shortl, sizeof shortl, "%s", lines[k].label);
         if (strlen(lines[k].label) >= sizeof shortl)
             memcpy(shortl + sizeof shortl - 4, "...", 4);
