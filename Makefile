@@ -127,6 +127,10 @@ tests/bench/hold_conns: tests/bench/hold_conns.c
 tests/bench/connect_ping: tests/bench/connect_ping.c
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $<
+BENCH_BIN += tests/bench/timeline_cost
+tests/bench/timeline_cost: tests/bench/timeline_cost.c $(CORE_SRC) $(SHIM_HDR)
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lunwind -ldl -lpthread
 tests/bench/core_cost: tests/bench/core_cost.c $(CORE_SRC) $(SHIM_HDR)
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lunwind -ldl -lpthread
