@@ -199,9 +199,13 @@ static void chart(FILE *o, const rp_file *f, int which)
         ly += 16;
         const char *color = lines[k].leak ? leak_palette[k % 4] : palette[k % (int)(sizeof palette / sizeof *palette)];
         char shortl[38];
-        snprintf(shortl, sizeof shortl, "%s", lines[k].label);
-        if (strlen(lines[k].label) >= sizeof shortl)
+        size_t len = strlen(lines[k].label);
+        if (len < sizeof shortl)
+            memcpy(shortl, lines[k].label, len + 1);
+        else { /* cut, with "..." (the whole label is the tooltip and in the table below) */
+            memcpy(shortl, lines[k].label, sizeof shortl - 4);
             memcpy(shortl + sizeof shortl - 4, "...", 4);
+        }
         fprintf(o, "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"4\" fill=\"%s\"/><text x=\"%d\" y=\"%d\"%s>",
                 W - MR + 10, ly - 4, color, W - MR + 28, ly, lines[k].leak ? " font-weight=\"bold\"" : "");
         esc(o, shortl);
