@@ -198,7 +198,7 @@ static void chart(FILE *o, const rp_file *f, int which)
     for (int k = 0; k < nl; k++) {
         ly += 16;
         const char *color = lines[k].leak ? leak_palette[k % 4] : palette[k % (int)(sizeof palette / sizeof *palette)];
-        char shortl[38];
+        char shortl[34];
         size_t len = strlen(lines[k].label);
         if (len < sizeof shortl)
             memcpy(shortl, lines[k].label, len + 1);
