@@ -14,6 +14,8 @@ import subprocess
 import zlib
 from html.parser import HTMLParser
 
+import jsonschema
+
 from helpers import PY, ROOT, TOOL, run_shim
 
 STAIR = ROOT / "samples" / "py_staircase.py"
@@ -188,6 +190,9 @@ def test_three_processes_merged_by_stack(pg, tmp_path):
     r = tool("report", "--format", "json", a, b, c)
     assert r.returncode == 0, r.stderr
     merged = json.loads(r.stdout)
+    schema = json.loads((ROOT / "tools" / "merged.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(merged)
     assert [x["pid"] for x in merged["reports"]] == [json.loads(p.read_text())["pid"] for p in (a, b, c)]
     leaks = [g for g in merged["groups"] if g["leak"]]
     assert len(leaks) == 1  # the two leaky processes' groups are one group
