@@ -196,7 +196,7 @@ static const flag_doc top_flags[] = {
 static const exit_doc top_exits[] = {
     {"0", "Success."},
     {"1", "Failure: e.g. the process to dump does not exist or does not run the shim, or libleakshim.so cannot be "
-          "found."},
+          "found; for diff: a group is new or grew."},
     {"2", "Usage error or invalid options: nothing was run."},
     {"126", "run: the command was found but could not be executed."},
     {"127", "run: the command was not found."},
