@@ -104,6 +104,7 @@ typedef struct ls_options {
     int top;                        /* churn table rows */
     int fold;                       /* text reports fold library and interpreter frames */
     int help;
+    char metrics[LS_PATH_LEN]; /* Prometheus textfile directory, "" = off */
 } ls_options;
 
 extern ls_options ls_opt;

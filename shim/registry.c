@@ -126,9 +126,13 @@ static void handle_maybe_drop(handle *h)
     }
 }
 
+uint64_t ls_reg_closed_by_driver[LS_DRV_COUNT];
+
 static void conn_free(conn *c)
 {
     HASH_DEL(ls_reg_conns, c);
+    if (c->driver >= 0 && c->driver < LS_DRV_COUNT)
+        ls_reg_closed_by_driver[c->driver]++; /* the timeline's and metrics' created/closed totals */
     if (c->handle) {
         handle *h = ls_reg_handle_get(c->handle);
         if (h) {
