@@ -38,7 +38,11 @@ SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
 SHIM_HDR := $(wildcard shim/*.h) shim/drivers.def
 SHIM     := shim/libleakshim.so
 TOOL     := tools/leakshim
-TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c tools/attach.c
+TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c
+# leakshim report / diff: saved JSON reports read with cJSON (libcjson-dev, .ci/deps.sh).
+TOOL_SRC += tools/report_cmd.c tools/report_load.c tools/html.c tools/diff.c
+TOOL_LIBS := -lcjson -lm
+TOOL_SRC += tools/attach.c
 MAN      := tools/leakshim.1
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -87,9 +91,9 @@ TOOL_DIRS := build/tool-dirs
 $(TOOL_DIRS): FORCE
 	@mkdir -p $(@D); echo 'LIBDIR=$(LIBDIR) LIB_REL=$(LIB_REL)' | cmp -s - $@ || \
 		echo 'LIBDIR=$(LIBDIR) LIB_REL=$(LIB_REL)' > $@
-$(TOOL): $(TOOL_SRC) $(SHIM_HDR) tools/attach.h $(TOOL_DIRS)
+$(TOOL): $(TOOL_SRC) $(SHIM_HDR) $(wildcard tools/*.h) $(TOOL_DIRS)
 	$(call msg,CCLD,$@)
-	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -DLEAKSHIM_LIB_REL='"$(LIB_REL)"' -o $@ $(TOOL_SRC)
+	$(Q)$(CC) $(CFLAGS) -DLEAKSHIM_LIBDIR='"$(LIBDIR)"' -DLEAKSHIM_LIB_REL='"$(LIB_REL)"' -o $@ $(TOOL_SRC) $(TOOL_LIBS)
 
 # The man page: tools/leakshim.1.scd, in which the lines @synopsis@, @commands@, @exit-status@ are
 # printed by the tool from the table its --help comes from, and @options@ from the table the shim
@@ -124,6 +128,10 @@ tests/bench/hold_conns: tests/bench/hold_conns.c
 tests/bench/connect_ping: tests/bench/connect_ping.c
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $<
+BENCH_BIN += tests/bench/timeline_cost
+tests/bench/timeline_cost: tests/bench/timeline_cost.c $(CORE_SRC) $(SHIM_HDR)
+	$(call msg,CCLD,$@)
+	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lunwind -ldl -lpthread
 tests/bench/core_cost: tests/bench/core_cost.c $(CORE_SRC) $(SHIM_HDR)
 	$(call msg,CCLD,$@)
 	$(Q)$(CC) $(CFLAGS) -Ishim -o $@ $< $(CORE_SRC) -lunwind -ldl -lpthread
@@ -157,7 +165,7 @@ unit-asan:
 		printf '  %-7s %s\n' ASAN $$b; \
 		$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -Ishim -o $$b $$s $(UNIT_UTIL) $(CORE_SRC) -lcmocka -lunwind -ldl -lpthread; \
 		echo "== $$b"; ./$$b; done
-	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -o $(ASAN_DIR)/leakshim $(TOOL_SRC)
+	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -o $(ASAN_DIR)/leakshim $(TOOL_SRC) $(TOOL_LIBS)
 	$(Q)LEAKSHIM_TOOL=$(ASAN_DIR)/leakshim $(PYTHON) -m pytest -q tests/integration/test_tool.py
 
 # The shim itself built with ASan+UBSan, and the integration tests run with it preloaded after the

@@ -32,6 +32,7 @@ demo_packages=(
     libunwind-dev uthash-dev libdw-dev
     libpq-dev postgresql
     python3
+    libcjson-dev
 )
 # Everything else: `make test` (format check, unit tests with cmocka, ASan/UBSan, integration tests
 # against PostgreSQL, Redis, MariaDB and the MongoDB wire server, libFuzzer with clang 14),
@@ -47,6 +48,7 @@ test_packages=(
     libmongoc-dev libbson-dev
     python3-dev python3-pytest python3-psycopg2 python3-redis python3-pymongo
     python3-sqlalchemy python3-jsonschema python3-pyflakes
+    chromium prometheus
     gdb
 )
 

@@ -35,4 +35,8 @@ int ls_out_open(const char *path, int *owned, char *why, size_t whycap);
  * without a reader, which ls_out_open refuses at write time. */
 int ls_out_check(const char *path, char *why, size_t whycap);
 
+/* The directory dir opened O_PATH (for openat/renameat), after the directory checks of
+ * ls_out_open; -1 with a reason in why. */
+int ls_out_dir_open(const char *dir, char *why, size_t whycap);
+
 #endif

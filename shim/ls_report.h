@@ -159,10 +159,30 @@ typedef struct ls_created { /* creations from one stack, whole run (ls_stack->cr
     uint64_t created;
 } ls_created;
 
+/* The timeline (timeline.c): counts sampled every interval= seconds into a ring of at most
+ * LS_TL_CAP samples (older samples thinned when it fills, never the whole past dropped), per group
+ * for the first LS_TL_GROUPS groups seen; the rest are counted in one more, "other". */
+#define LS_TL_CAP 512
+#define LS_TL_GROUPS 16
+typedef struct ls_tl_gcount {
+    int32_t live, checked_out;
+    uint32_t created; /* creations counted for the group so far (whole run) */
+} ls_tl_gcount;
+
 typedef struct ls_tl_sample {
     double t;
     int live, checked_out;
+    uint64_t created; /* connections created so far (whole run) */
+    int ngroups;      /* g[0 .. ngroups) are the groups known at that time; g[LS_TL_GROUPS] "other" */
+    ls_tl_gcount g[LS_TL_GROUPS + 1];
 } ls_tl_sample;
+
+typedef struct ls_tl_group { /* what a timeline group is: a creating stack, or a pool */
+    ls_stack_id stack;       /* the creating stack (Python's when known); a pool's: the pool's */
+    uintptr_t pool;          /* 0: sockets no pool owns, grouped by stack */
+    int driver;
+    int other; /* 1: the "other" group (every group past the first LS_TL_GROUPS) */
+} ls_tl_group;
 
 typedef struct ls_proc { /* who wrote the report: tells a test suite's many processes apart */
     int pid, ppid;
@@ -185,6 +205,8 @@ typedef struct ls_report_input {
     ls_proc proc;
     int all_stacks; /* resolve every stack referenced (the JSON), not only the ones text shows */
     int (*symbolize)(void *pc, ls_sym *out, int max); /* ls_symbolize_frames */
+    const ls_tl_group *tl_groups;                     /* the timeline's groups (samples' g[] index them) */
+    size_t ntl_groups;
 } ls_report_input;
 
 typedef struct ls_model {
@@ -210,6 +232,7 @@ typedef struct ls_model {
     size_t nrows;
     int churn_notable; /* a row to look at (many creations) or a leak: text shows the table */
     ls_msummary sum;
+    int *tl_group; /* per in.tl_groups: the report group holding its connections now, -1 */
 } ls_model;
 
 /* Model internals shared by report_model.c and report_summary.c. */
@@ -247,6 +270,35 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g);
 /* A live warning: a checkout past the threshold, with the stack that checked it out. */
 void ls_text_checkout_warning(ls_buf *b, const ls_handle_view *h, double held, double threshold, const ls_where *w,
                               const ls_render_opts *o);
+/* ---------------------------------------------------------------- timeline (timeline.c), metrics (metrics.c) */
+/* The group slot of key (added while there is room), or LS_TL_GROUPS ("other"). Caller holds the
+ * timeline lock (ls_tl_push / ls_timeline_sample take it). */
+void ls_tl_push(const ls_tl_sample *s); /* appends, thinning the older half when full */
+int ls_tl_group_slot(const ls_tl_group *key);
+/* Copies of the samples (oldest first) and the groups; free both. NULL (n = 0) when empty. */
+ls_tl_sample *ls_timeline_copy(size_t *n, ls_tl_group **groups, size_t *ngroups);
+void ls_timeline_reset(void);     /* unit tests; fork child (no malloc, no lock taken) */
+extern uint64_t ls_leak_warnings; /* live checkout warnings written (metrics) */
+/* Counts read under the registry lock in one pass (no copy, no kernel check): what a sample and
+ * the metrics file need. */
+#define LS_MX_SERVICES 16
+typedef struct ls_counts {
+    ls_tl_sample s;
+    int open[LS_MX_SERVICES][LS_ST_COUNT]; /* by service (svc[i]) and state */
+    const char *svc[LS_MX_SERVICES];
+    int nsvc;
+    int open_by_driver[LS_DRV_COUNT];
+    uint64_t closed_by_driver[LS_DRV_COUNT];
+    int over_threshold;     /* checkouts held longer than threshold */
+    double oldest_checkout; /* seconds, 0 when none */
+} ls_counts;
+void ls_counts_take(ls_counts *c, double now, double threshold);
+void ls_metrics_write(const ls_counts *c); /* metrics=DIR: the textfile, replaced atomically */
+void ls_metrics_remove(void);              /* at exit: this process's file is removed */
+void ls_metrics_after_fork(void);          /* atfork child */
+/* The textfile's contents (unit tests); prog is the program's name. */
+void ls_metrics_render(ls_buf *b, const ls_counts *c, const char *prog, int pid, int slot, int leaks_now);
+
 /* "127.0.0.1:5432", "[::1]:5432", "/run/x/.s.PGSQL.5432", "@abstract", "?" (formatting only). */
 
 #endif

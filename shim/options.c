@@ -45,12 +45,15 @@ static const char default_paths[] = ""
         "Unix socket basenames that mark a database socket; a leading `+` adds to the defaults")                       \
     OPT(TRACK, track, "db", "db|all", "`all` tracks every connected stream socket")                                    \
     OPT(STR, suppressions, "", "PATH", "file of LSan-style patterns (`leak:PATTERN`) matched against frames")          \
-    OPT(DOUBLE, interval, "0", "SECONDS", "timeline sample period for live counts (0 = off)")                          \
+    OPT(DOUBLE, interval, "1", "SECONDS",                                                                              \
+        "timeline sample period for live counts, and metrics file refresh (0 = off)")                                  \
     OPT(INT, verbosity, "1", "0-2", "0 = reports only, 1 = warnings, 2 = debug lines")                                 \
     OPT(INT, top, "5", "0-100", "rows in the creations-per-stack (churn) table")                                       \
     OPT(BOOL, fold, "1", "0|1",                                                                                        \
         "text reports fold library and interpreter frames into one line each (JSON keeps all)")                        \
-    OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")
+    OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")                                              \
+    OPT(STR, metrics, "", "DIR",                                                                                       \
+        "Prometheus textfile directory: gauges written every `interval` (node_exporter's textfile collector)")
 
 struct opt_desc {
     const char *name, *def, *valid, *desc;
@@ -390,6 +393,10 @@ static int set_report(ls_options *o, const char *v, char *why)
 static int set_suppressions(ls_options *o, const char *v, char *why)
 {
     return parse_str(o->suppressions, v, why);
+}
+static int set_metrics(ls_options *o, const char *v, char *why)
+{
+    return parse_str(o->metrics, v, why);
 }
 static int set_format(ls_options *o, const char *v, char *why)
 {

@@ -307,3 +307,21 @@ int ls_out_check(const char *path, char *why, size_t whycap)
     ls_sys_close(dfd);
     return ok ? 0 : -1;
 }
+
+/* A directory that files may be created in by the rules above (metrics=DIR): opened O_PATH, and
+ * refused when it or a directory above it is writable by others without the sticky bit. */
+int ls_out_dir_open(const char *dir, char *why, size_t whycap)
+{
+    if (why && whycap)
+        why[0] = 0;
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        reason(why, whycap, "%s", strerror(errno));
+        return -1;
+    }
+    if (!dir_trusted(dfd, dir, why, whycap)) {
+        ls_sys_close(dfd);
+        return -1;
+    }
+    return dfd;
+}

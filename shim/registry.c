@@ -128,9 +128,13 @@ static void handle_maybe_drop(handle *h)
     }
 }
 
+uint64_t ls_reg_closed_by_driver[LS_DRV_COUNT];
+
 static void conn_free(conn *c)
 {
     HASH_DEL(ls_reg_conns, c);
+    if (c->driver >= 0 && c->driver < LS_DRV_COUNT)
+        ls_reg_closed_by_driver[c->driver]++; /* the timeline's and metrics' created/closed totals */
     if (c->handle) {
         handle *h = ls_reg_handle_get(c->handle);
         if (h) {
@@ -184,6 +188,9 @@ static int my_tid(void)
 
 /* ------------------------------------------------------------------ attribution context */
 
+/* Python stack of the outermost driver call this thread left last; ls_handle_open_after takes it. */
+static LS_TLS ls_stack_id tls_last_pystack;
+
 ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
 {
     ls_ctx prev = tls_ctx;
@@ -191,13 +198,20 @@ ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
     tls_ctx.handle = h;
     tls_ctx.pool = pool;
     tls_ctx.background = background;
-    if (!prev.driver)
+    tls_ctx.pystack = 0;
+    if (!prev.driver) {
         tls_npending = 0;
+        tls_last_pystack = 0;
+    }
     return prev;
 }
 
 void ls_ctx_pop(ls_ctx prev)
 {
+    if (!prev.driver)
+        tls_last_pystack = tls_ctx.pystack;
+    else if (!prev.pystack) /* the enclosing call's sockets get it too */
+        prev.pystack = tls_ctx.pystack;
     tls_ctx = prev;
 }
 
@@ -283,9 +297,13 @@ static void record_connect(void *arg)
     struct stat st;
     if (fstat(fd, &st) != 0)
         return;
-    /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. */
-    ls_stack_id stack = ls_stack_capture();
-    ls_stack_id pystack = ls_pystack_capture();
+    /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. A
+     * driver call's later sockets reuse its first one's; when the Python stack names the line, the
+     * native unwind through the interpreter adds nothing but cost. */
+    ls_stack_id pystack = ctx.driver && ctx.pystack ? ctx.pystack : ls_pystack_capture();
+    if (ctx.driver)
+        tls_ctx.pystack = pystack;
+    ls_stack_id stack = pystack ? 0 : ls_stack_capture();
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return;
@@ -445,13 +463,14 @@ static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, 
 struct handle_args {
     int driver, kind;
     uintptr_t h, pool;
+    ls_stack_id pystack; /* 0: capture it */
 };
 
 static void record_handle(void *arg)
 {
     const struct handle_args *a = arg;
-    ls_stack_id pystack = ls_pystack_capture();
-    handle_open_with(a->driver, a->kind, a->h, a->pool, ls_stack_capture(), pystack);
+    ls_stack_id pystack = a->pystack ? a->pystack : ls_pystack_capture();
+    handle_open_with(a->driver, a->kind, a->h, a->pool, pystack ? 0 : ls_stack_capture(), pystack);
 }
 
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
@@ -459,7 +478,18 @@ void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
     if (!h || LS_UNLIKELY(__atomic_load_n(&ls_paused, __ATOMIC_RELAXED)))
         return;
     OWNER_OR_RETURN();
-    struct handle_args a = {driver, kind, h, pool};
+    struct handle_args a = {driver, kind, h, pool, 0};
+    ls_on_private_stack(record_handle, &a);
+}
+
+void ls_handle_open_after(int driver, int kind, uintptr_t h, uintptr_t pool)
+{
+    ls_stack_id pystack = tls_last_pystack;
+    tls_last_pystack = 0;
+    if (!h)
+        return;
+    OWNER_OR_RETURN();
+    struct handle_args a = {driver, kind, h, pool, pystack};
     ls_on_private_stack(record_handle, &a);
 }
 

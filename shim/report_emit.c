@@ -16,44 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ------------------------------------------------------------------ timeline */
-
-#define TL_MAX 4096
-static ls_tl_sample timeline[TL_MAX];
-static size_t tl_next, tl_count;
-static pthread_mutex_t tl_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void ls_timeline_sample(void)
-{
-    ls_snapshot s;
-    if (ls_registry_snapshot(&s, 0) < 0)
-        return;
-    int co = 0;
-    for (size_t i = 0; i < s.nhandles; i++)
-        co += s.handles[i].checked_out;
-    pthread_mutex_lock(&tl_lock);
-    timeline[tl_next].t = ls_now();
-    timeline[tl_next].live = (int)s.nconns;
-    timeline[tl_next].checked_out = co;
-    tl_next = (tl_next + 1) % TL_MAX;
-    if (tl_count < TL_MAX)
-        tl_count++;
-    pthread_mutex_unlock(&tl_lock);
-    ls_registry_snapshot_free(&s);
-}
-
-static ls_tl_sample *timeline_copy(size_t *n)
-{
-    pthread_mutex_lock(&tl_lock);
-    ls_tl_sample *t = malloc((tl_count ? tl_count : 1) * sizeof *t);
-    size_t start = (tl_next + TL_MAX - tl_count) % TL_MAX;
-    *n = t ? tl_count : 0;
-    for (size_t i = 0; t && i < tl_count; i++)
-        t[i] = timeline[(start + i) % TL_MAX];
-    pthread_mutex_unlock(&tl_lock);
-    return t;
-}
-
 /* ------------------------------------------------------------------ inputs */
 
 #define CMDLINE_MAX 32768 /* bytes of the command line kept (the header shows the first few hundred) */
@@ -64,6 +26,7 @@ typedef struct inputs {
     ls_report_input in;
     ls_created *created;
     ls_tl_sample *timeline;
+    ls_tl_group *tl_groups;
     char exe[LS_PATH_LEN], cwd[LS_PATH_LEN];
     char *cmdline;
     const char *argv[ARGV_MAX];
@@ -167,7 +130,8 @@ static int gather(inputs *x, int kind, int all_stacks, int locals)
     in->threshold = ls_opt.threshold;
     in->snap = &x->snap;
     in->created = x->created = creations(&in->ncreated);
-    in->timeline = x->timeline = timeline_copy(&in->ntimeline);
+    in->timeline = x->timeline = ls_timeline_copy(&in->ntimeline, &x->tl_groups, &in->ntl_groups);
+    in->tl_groups = x->tl_groups;
     in->all_stacks = all_stacks;
     in->symbolize = ls_symbolize_frames;
     process_facts(x);
@@ -179,6 +143,7 @@ static void inputs_free(inputs *x)
     ls_registry_snapshot_free(&x->snap);
     free(x->created);
     free(x->timeline);
+    free(x->tl_groups);
     free(x->cmdline);
 }
 
@@ -312,6 +277,7 @@ int ls_report_exit(void)
     ls_buf_free(&text);
     ls_buf_free(&json);
     __atomic_store_n(&exit_leaks, leaks, __ATOMIC_RELEASE);
+    ls_metrics_remove(); /* metrics=DIR: a process that has exited has no gauges */
     return leaks;
 }
 
@@ -319,8 +285,8 @@ void ls_report_reset_after_fork(void)
 {
     exit_done = 0;
     exit_leaks = -1;
-    pthread_mutex_init(&tl_lock, NULL);
-    tl_count = tl_next = 0;
+    ls_timeline_reset();
+    ls_metrics_after_fork();
 }
 
 /* `kill -USR2`: the snapshot goes to the report destination, in the report's format(s). */
@@ -360,6 +326,7 @@ void ls_report_check_thresholds(void)
         ls_where w = ls_where_of(&py, &nat);
         ls_buf b = {0};
         ls_text_checkout_warning(&b, h, now - h->checkout_time, ls_opt.threshold, &w, &o);
+        __atomic_fetch_add(&ls_leak_warnings, 1, __ATOMIC_RELAXED);
         if (ls_opt.format == LS_FMT_JSON) /* a text line would corrupt a JSON-only report file */
             ls_write_host(2, b.data, b.len);
         else

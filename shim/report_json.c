@@ -617,6 +617,37 @@ void ls_render_json(ls_buf *b, const ls_model *m)
         jfixed(w, t->t, 3);
         num(w, "live", t->live);
         num(w, "checked_out", t->checked_out);
+        num(w, "created", (long long)t->created);
+        LIT(w, ",\"groups\":[");
+        for (size_t k = 0; k < m->in.ntl_groups; k++) {
+            int slot = m->in.tl_groups[k].other ? LS_TL_GROUPS : (int)k;
+            const ls_tl_gcount *g = &t->g[slot];
+            int known = slot == LS_TL_GROUPS || slot < t->ngroups;
+            if (k)
+                LIT(w, ",");
+            LIT(w, "[");
+            jint(w, known ? g->live : 0);
+            LIT(w, ",");
+            jint(w, known ? g->checked_out : 0);
+            LIT(w, ",");
+            jint(w, known ? g->created : 0);
+            LIT(w, "]");
+        }
+        LIT(w, "]}");
+    }
+    LIT(w, "],\"timeline_groups\":[");
+    for (size_t k = 0; k < m->in.ntl_groups; k++) {
+        const ls_tl_group *g = &m->in.tl_groups[k];
+        if (k)
+            LIT(w, ",");
+        if (g->other)
+            LIT(w, "{\"other\":true");
+        else
+            LIT(w, "{\"other\":false");
+        stack_ref(w, "stack", g->other ? 0 : g->stack);
+        opt_addr(w, "pool", g->other ? 0 : g->pool);
+        str(w, "driver", g->other ? NULL : ls_driver_name(g->driver));
+        index_or_null(w, "group", m->tl_group ? m->tl_group[k] : -1);
         LIT(w, "}");
     }
     LIT(w, "]}\n");

@@ -425,6 +425,8 @@ static int resolve_stacks(ls_model *m)
     }
     for (size_t k = 0; k < m->nchurn && (k < LS_CHURN_ROWS_MAX || m->in.all_stacks); k++)
         idvec_add(&ids, m->churn[k].stack);
+    for (size_t k = 0; k < m->in.ntl_groups; k++) /* the timeline's groups (the JSON, the HTML chart) */
+        idvec_add(&ids, m->in.tl_groups[k].stack);
     if (ids.oom) {
         free(ids.v);
         return -1;
@@ -498,7 +500,31 @@ void ls_model_free(ls_model *m)
     free(m->suspects);
     free(m->churn);
     free(m->rows);
+    free(m->tl_group);
     memset(m, 0, sizeof *m);
+}
+
+/* Each timeline group's report group: the one with its stack (or pool), a leak group first. */
+static int timeline_groups(ls_model *m)
+{
+    if (!m->in.ntl_groups)
+        return 0;
+    m->tl_group = malloc(m->in.ntl_groups * sizeof *m->tl_group);
+    if (!m->tl_group)
+        return -1;
+    for (size_t k = 0; k < m->in.ntl_groups; k++) {
+        const ls_tl_group *t = &m->in.tl_groups[k];
+        int best = -1;
+        for (size_t g = 0; !t->other && g < m->ngroups; g++) {
+            const ls_mgroup *gr = &m->groups[g];
+            int match =
+                t->pool ? gr->pool == t->pool : !gr->pool && (gr->pystack ? gr->pystack : gr->stack) == t->stack;
+            if (match && (best < 0 || (gr->leak && !m->groups[best].leak)))
+                best = (int)g;
+        }
+        m->tl_group[k] = best;
+    }
+    return 0;
 }
 
 int ls_model_build(ls_model *m, const ls_report_input *in)
@@ -550,6 +576,7 @@ int ls_model_build(ls_model *m, const ls_report_input *in)
                 m->hand_group[j] = m->sock_group[i];
         }
         ls_model_summarize(m);
+        ok = timeline_groups(m) == 0;
     }
     free(hand_item);
     free(sock_item);

@@ -191,7 +191,12 @@ static void *reporter_main(void *arg)
         /* A quarter-second tick: how late a `kill -USR2` dump may be (the handler only sets a flag). */
         struct pollfd p = {.fd = chan_fd, .events = POLLIN};
         int alive = channel_alive();
-        int r = poll(&p, alive ? 1 : 0, 250);
+        int wait = 250; /* or less, when the next timeline sample is due sooner (interval < 0.25) */
+        if (ls_opt.interval > 0) {
+            double due = (next_sample - ls_mono()) * 1000;
+            wait = due < 0 ? 0 : due < wait ? (int)due + 1 : wait;
+        }
+        int r = poll(&p, alive ? 1 : 0, wait);
         if (alive && r > 0 && (p.revents & POLLIN) && channel_alive())
             channel_serve();
         if (ls_take_dump_request())

@@ -87,6 +87,21 @@ def core_cost():
     callgrind_counts()
 
 
+def timeline_cost():
+    """One timeline sample (interval=, default 1 s) with N tracked sockets, against a snapshot's
+    copy of the registry, and the slowest connect+close a host thread made meanwhile (lock wait and scheduling)."""
+    out = subprocess.run([str(BENCH / "timeline_cost")], capture_output=True, text=True, check=True).stdout
+    print("\ntimeline sample (always on, every interval= s):")
+    print("  %8s %14s %18s %16s %18s" % ("sockets", "sample us", "snapshot(0) us", "host op worst us", "share of 1 s"))
+    for line in out.splitlines():
+        f = line.split()
+        if f[0] == "timeline":
+            n, sample, snap, wait = int(f[1]), float(f[2]), float(f[3]), float(f[4])
+            print("  %8d %14.1f %18.1f %16.1f %17.4f%%" % (n, sample, snap, wait, sample / 1e6 * 100))
+        elif f[0] == "ring_bytes":
+            print(f"  ring: {int(f[1]) // 1024} KiB, fixed (.bss, touched as it fills)")
+
+
 def callgrind_counts():
     """User-space instructions per socket (callgrind, host thread: valgrind has no pidfd_getfd)."""
     try:
@@ -168,6 +183,7 @@ def main():
         print("leakshim benchmarks (medians of %d interleaved rounds)\n" % ROUNDS)
         connect_ping(results, redis)
         core_cost()
+        timeline_cost()
         dump_end_to_end()
     finally:
         redis.stop()
@@ -175,9 +191,14 @@ def main():
     for mod in ("bench_drivers", "bench_python"):
         if (BENCH / f"{mod}.py").exists():
             importlib.import_module(mod).run(results)
-    print("\n%-58s %10s %10s %8s" % ("benchmark", "bare s", "shim s", "ratio"))
+    instr = {}
+    if os.environ.get("BENCH_CALLGRIND", "1") != "0":
+        importlib.import_module("callgrind").run(results, instr)
+    print("\n%-58s %10s %10s %8s %8s" % ("benchmark (time: medians; instr: callgrind)", "bare s", "shim s",
+                                         "time", "instr"))
     for name, b, s in results:
-        print("%-58s %10.3f %10.3f %8.3f" % (name, b, s, s / b))
+        ir = next((f"{r:8.3f}" for k, r in instr.items() if k in name), "       -")
+        print("%-58s %10.3f %10.3f %8.3f %s" % (name, b, s, s / b, ir))
 
 
 if __name__ == "__main__":

@@ -277,8 +277,8 @@ def tree(tmp_path_factory):
     shutil.copy2(ROOT / "Makefile", dst / "Makefile")
     shutil.copytree(ROOT / "shim", dst / "shim", ignore=shutil.ignore_patterns("__pycache__"))
     (dst / "tools").mkdir()
-    for name in ("leakshim.c", "leakshim.1.scd", "attach.c", "attach.h"):
-        shutil.copy2(ROOT / "tools" / name, dst / "tools" / name)
+    for src in [*(ROOT / "tools").glob("*.[ch]"), ROOT / "tools" / "leakshim.1.scd"]:  # the tool's sources
+        shutil.copy2(src, dst / "tools" / src.name)
     return dst
 
 

@@ -395,8 +395,8 @@ static void c_service_exit(scenario *s)
     add_created(s, report, 4);
     add_created(s, remember, 2);
     add_created(s, session, 3);
-    s->tl[0] = (ls_tl_sample){T0 + 60, 10, 1};
-    s->tl[1] = (ls_tl_sample){T0 + 90, 12, 2};
+    s->tl[0] = (ls_tl_sample){.t = T0 + 60, .live = 10, .checked_out = 1};
+    s->tl[1] = (ls_tl_sample){.t = T0 + 90, .live = 12, .checked_out = 2};
     s->ntl = 2;
 }
 

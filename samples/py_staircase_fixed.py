@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""The staircase, fixed: every "request" opens a PostgreSQL connection and closes it, next to a
+healthy psycopg2 pool whose connections rise and fall (a saw-tooth).
+
+    usage: py_staircase_fixed.py PG_DSN [--requests N] [--pause SECONDS] [--phases K]
+           --phases K: serve N requests K times, printing "READY i" after each phase and waiting
+           for a line on stdin before the next (for `leakshim dump` between phases)
+
+Under leakshim the exit report says 0 leaked database connections; the timeline shows only the
+pool's saw-tooth.
+"""
+import sys
+import time
+
+import psycopg2
+import psycopg2.pool
+
+
+def option(argv, name, default, kind=int):
+    if name in argv:
+        i = argv.index(name)
+        value = argv[i + 1]
+        del argv[i:i + 2]
+        return kind(value)
+    return default
+
+
+def open_for_request(dsn):
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        conn.close()
+
+
+def pool_work(pool, k):
+    conns = [pool.getconn() for _ in range(k)]  # a burst: k connections checked out at once
+    for c in conns:
+        with c.cursor() as cur:
+            cur.execute("SELECT 1")
+    for c in conns:
+        pool.putconn(c)  # back to the pool; above minconn they are closed
+
+
+def main(argv):
+    requests = option(argv, "--requests", 8)
+    pause = option(argv, "--pause", 0.1, float)
+    phases = option(argv, "--phases", 1)
+    dsn = argv[1]
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 8, dsn)
+    for phase in range(phases):
+        for i in range(requests):
+            open_for_request(dsn)
+            pool_work(pool, 1 + i % 4)
+            time.sleep(pause)  # the pace of the requests, so the timeline sees each step
+        if phases > 1:
+            print(f"READY {phase + 1}", flush=True)
+            sys.stdin.readline()
+    pool.closeall()
+    print(f"served {requests * phases} requests", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
