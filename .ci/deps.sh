@@ -36,7 +36,8 @@ demo_packages=(
 )
 # Everything else: `make test` (format check, unit tests with cmocka, ASan/UBSan, integration tests
 # against PostgreSQL, Redis, MariaDB and the MongoDB wire server, libFuzzer with clang 14),
-# `make bench`, the man page (scdoc), pyflakes, the report schema's checks (jsonschema).
+# `make bench`, the man page (scdoc), pyflakes, the report schema's checks (jsonschema), gdb
+# (`leakshim attach` runs it; tests/integration/test_attach.py).
 # ca-certificates: npm fetches the MongoDB wire server over HTTPS.
 test_packages=(
     build-essential binutils valgrind procps util-linux clang-format
@@ -48,6 +49,7 @@ test_packages=(
     python3-dev python3-pytest python3-psycopg2 python3-redis python3-pymongo
     python3-sqlalchemy python3-jsonschema python3-pyflakes
     chromium prometheus
+    gdb
 )
 
 packages=("${demo_packages[@]}")

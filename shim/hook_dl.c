@@ -28,6 +28,7 @@
  * RTLD_DI_SERINFO on the caller), and the match is opened by full path.
  */
 #include "hook_driver.h"
+#include "ls_attach.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -40,7 +41,7 @@
 
 /* ------------------------------------------------------------------ the hook table */
 
-#define DL_MAX_HOOKS 96
+#define DL_MAX_HOOKS 128 /* the drivers' hooks, and the libc ones when loaded late (attach) */
 static ls_got_hook all_hooks[DL_MAX_HOOKS];
 static size_t n_all_hooks;
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
@@ -57,6 +58,11 @@ static void build_table(void)
     add_table(ls_hiredis_hooks, ls_hiredis_nhooks);
     add_table(ls_mongoc_hooks, ls_mongoc_nhooks);
     add_table(ls_mysql_hooks, ls_mysql_nhooks);
+    if (ls_loaded_late()) { /* `leakshim attach`: no interposition, the libc hooks go through slots too */
+        add_table(ls_socket_hooks, ls_socket_nhooks);
+        add_table(ls_signal_hooks, ls_signal_nhooks);
+        add_table(ls_dl_hooks, ls_dl_nhooks);
+    }
 }
 
 /* Every loaded object but the shim, ld.so and the vDSO; cheap when nothing was loaded since the
@@ -67,10 +73,17 @@ static void patch_all(void)
     LS_RECORD(pthread_once(&table_once, build_table); ls_got_patch(NULL, NULL, all_hooks, n_all_hooks));
 }
 
-/* Before main, after every object loaded with the program is relocated. */
-__attribute__((constructor)) static void ls_dl_ctor(void)
+void ls_dl_patch_all(void)
 {
     patch_all();
+}
+
+/* Before main, after every object loaded with the program is relocated. Loaded late (attach):
+ * nothing until leakshim_attach() asks. */
+__attribute__((constructor)) static void ls_dl_ctor(void)
+{
+    if (!ls_loaded_late())
+        patch_all();
 }
 
 /* ------------------------------------------------------------------ dlopen as its caller would */
@@ -187,3 +200,9 @@ LEAKSHIM_EXPORT void *dlmopen(Lmid_t lmid, const char *file, int mode)
 {
     return dl_open(&lmid, file, mode, __builtin_return_address(0));
 }
+
+/* `leakshim attach` (hook_attach.c): these hooks by their own addresses (see hook_socket.c). */
+extern __typeof__(dlopen) ls_self_dlopen __attribute__((alias("dlopen"), copy(dlopen), visibility("hidden")));
+extern __typeof__(dlmopen) ls_self_dlmopen __attribute__((alias("dlmopen"), copy(dlmopen), visibility("hidden")));
+const ls_got_hook ls_dl_hooks[] = {{"dlopen", (void *)ls_self_dlopen}, {"dlmopen", (void *)ls_self_dlmopen}};
+const size_t ls_dl_nhooks = sizeof ls_dl_hooks / sizeof ls_dl_hooks[0];

@@ -26,11 +26,14 @@
  *    (hook_signal.c); `leakshim dump` talks to the reporter thread over its private socket, so
  *    nothing is needed here.
  */
+#include "ls_attach.h"
 #include "ls_hook.h"
 
 #include <dlfcn.h>
 #include <link.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -550,7 +553,8 @@ static PyObject *f_report_exit(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    LS_RECORD(ls_report_exit());
+    if (!__atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE)) /* `leakshim detach`: no exit report */
+        LS_RECORD(ls_report_exit());
     return ret_none();
 }
 
@@ -893,4 +897,39 @@ LEAKSHIM_EXPORT double leakshim_pystack_bench(int iterations, int *frames_out)
         t1 = ls_mono();
     });
     return (t1 - t0) * 1e6 / iterations;
+}
+
+/* `leakshim attach` into a running interpreter: the bootstrap needs the GIL, which the thread the
+ * debugger stopped may be waiting for (or hold): a thread of our own takes it with
+ * PyGILState_Ensure, when the interpreter next lets go of it, and the attach does not wait. Every
+ * signal is blocked in it, so it never takes one meant for the host. */
+static void *py_attach_thread(void *arg)
+{
+    (void)arg;
+    if (py.IsFinalizing && py.IsFinalizing())
+        return NULL;
+    PyGILState_STATE st = py.GILState_Ensure();
+    if (!py_booted && !(py.IsFinalizing && py.IsFinalizing()))
+        bootstrap();
+    py.GILState_Release(st);
+    return NULL;
+}
+
+int ls_python_attach(void)
+{
+    static int started;
+    if (!py_ok || py_booted || started || !py.IsInitialized())
+        return 0;
+    pthread_attr_t a;
+    sigset_t all, prev;
+    pthread_t t;
+    if (pthread_attr_init(&a) != 0)
+        return 0;
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &prev);
+    started = pthread_create(&t, &a, py_attach_thread, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &prev, NULL);
+    pthread_attr_destroy(&a);
+    return started;
 }

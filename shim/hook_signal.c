@@ -14,6 +14,7 @@
  * The handler reads no shared state (it only sets a flag), so a host switching dispositions from
  * several threads while the signal arrives cannot make it jump through a half-written pointer. */
 #include "ls_hook.h"
+#include "ls_got.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -73,6 +74,24 @@ void ls_signal_install(void)
                 ls_signal_name(ls_opt.signal), strerror(errno), ls_signal_name(ls_opt.signal));
 }
 
+/* `leakshim detach` (hook_attach.c), after pausing: the dump signal goes back to the disposition
+ * the host last set (SIG_DFL, with its flags) if ours is still what the kernel has. */
+void ls_signal_release(void)
+{
+    if (ls_opt.signal <= 0 || !resolve())
+        return;
+    sigset_t all, prevmask;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &prevmask);
+    pthread_mutex_lock(&sig_lock);
+    struct sigaction kernel;
+    if (owned && real_sigaction(ls_opt.signal, NULL, &kernel) == 0 && is_ours(&kernel))
+        real_sigaction(ls_opt.signal, &host_view, NULL);
+    owned = 0;
+    pthread_mutex_unlock(&sig_lock);
+    pthread_sigmask(SIG_SETMASK, &prevmask, NULL);
+}
+
 /* atfork prepare/parent/child: the lock must not be inherited held. */
 void ls_signal_atfork(int phase)
 {
@@ -92,8 +111,10 @@ LEAKSHIM_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigac
         errno = ENOSYS;
         return -1;
     }
-    /* A vfork child shares our memory: it must not change what the parent believes. */
-    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || !ls_registry_owner())
+    /* A vfork child shares our memory: it must not change what the parent believes. Detached
+     * (`leakshim detach`): the signal is the host's again. */
+    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || !ls_registry_owner() ||
+        __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
         return real_sigaction(sig, act, old);
     sigset_t all, prevmask;
     sigfillset(&all);
@@ -126,10 +147,13 @@ LEAKSHIM_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigac
     return ret;
 }
 
+extern __typeof__(sigaction) ls_self_sigaction
+    __attribute__((alias("sigaction"), copy(sigaction), visibility("hidden")));
+
 /* glibc's signal() calls its internal sigaction, which no hook sees: route it through ours. */
 LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
 {
-    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0) {
+    if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE)) {
         static __sighandler_t (*real_signal)(int, __sighandler_t);
         if (!real_signal)
             real_signal = (__typeof__(real_signal))ls_real_symbol("signal");
@@ -144,7 +168,12 @@ LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
     sa.sa_handler = handler;
     sa.sa_flags = SA_RESTART; /* glibc's signal() has BSD semantics */
     sigemptyset(&sa.sa_mask);
-    if (sigaction(sig, &sa, &old) != 0)
+    if (ls_self_sigaction(sig, &sa, &old) != 0) /* ours, also when loaded late (hook_attach.c) */
         return SIG_ERR;
     return (old.sa_flags & SA_SIGINFO) ? (__sighandler_t)(void *)old.sa_sigaction : old.sa_handler;
 }
+
+/* `leakshim attach` (hook_attach.c): this file's hooks by their own addresses (see hook_socket.c). */
+extern __typeof__(signal) ls_self_signal __attribute__((alias("signal"), copy(signal), visibility("hidden")));
+const ls_got_hook ls_signal_hooks[] = {{"sigaction", (void *)ls_self_sigaction}, {"signal", (void *)ls_self_signal}};
+const size_t ls_signal_nhooks = sizeof ls_signal_hooks / sizeof ls_signal_hooks[0];

@@ -2,6 +2,7 @@
  * Each hook: resolve, guard, call the real function, hand the facts to the registry. Return value
  * and errno of the real call are passed through untouched. */
 #include "ls_hook.h"
+#include "ls_got.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -172,3 +173,35 @@ LEAKSHIM_EXPORT pid_t fork(void)
     }
     return pid;
 }
+
+/* `leakshim attach` (hook_attach.c) patches the import slots of a running process to these hooks.
+ * By their own addresses, through hidden aliases: in a shim loaded late with dlopen (RTLD_LOCAL),
+ * the exported names resolve to libc's functions. */
+#define LS_SELF(fn) extern __typeof__(fn) ls_self_##fn __attribute__((alias(#fn), copy(fn), visibility("hidden")));
+LS_SELF(socket)
+LS_SELF(connect)
+LS_SELF(close)
+LS_SELF(dup)
+LS_SELF(dup2)
+LS_SELF(dup3)
+LS_SELF(fcntl)
+LS_SELF(fcntl64)
+LS_SELF(close_range)
+LS_SELF(closefrom)
+LS_SELF(fclose)
+LS_SELF(fork)
+const ls_got_hook ls_socket_hooks[] = {
+    {"socket", (void *)ls_self_socket},
+    {"connect", (void *)ls_self_connect},
+    {"close", (void *)ls_self_close},
+    {"dup", (void *)ls_self_dup},
+    {"dup2", (void *)ls_self_dup2},
+    {"dup3", (void *)ls_self_dup3},
+    {"fcntl", (void *)ls_self_fcntl},
+    {"fcntl64", (void *)ls_self_fcntl64},
+    {"close_range", (void *)ls_self_close_range},
+    {"closefrom", (void *)ls_self_closefrom},
+    {"fclose", (void *)ls_self_fclose},
+    {"fork", (void *)ls_self_fork},
+};
+const size_t ls_socket_nhooks = sizeof ls_socket_hooks / sizeof ls_socket_hooks[0];

@@ -1,4 +1,5 @@
 /* Bootstrap and runtime: options, the reporter thread, the dump trigger, fork and exit. */
+#include "ls_attach.h"
 #include "ls_internal.h"
 
 #include <dlfcn.h>
@@ -105,6 +106,8 @@ void ls_after_fork_child(void)
 
 static void at_exit(void)
 {
+    if (__atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
+        return; /* `leakshim detach`: stopped tracking, nothing to say */
     ls_in_shim++;
     if (ls_take_dump_request()) /* asked for just before exit */
         ls_report_snapshot();
@@ -126,7 +129,9 @@ static void do_init(void)
 {
     ls_in_shim++;
     ls_options_defaults(&ls_opt);
-    ls_options_parse(&ls_opt, getenv("LEAKSHIM_OPTIONS"), opt_err, NULL);
+    /* Loaded late by `leakshim attach`: the options came with it, the environment is the host's. */
+    const char *given = ls_attach_options();
+    ls_options_parse(&ls_opt, given ? given : getenv("LEAKSHIM_OPTIONS"), opt_err, NULL);
     if (ls_opt.help) {
         ls_buf b = {0};
         ls_options_help(&b, 0);
@@ -150,7 +155,9 @@ void ls_init(void)
     pthread_once(&init_once, do_init);
 }
 
+/* Loaded late (`leakshim attach`): leakshim_attach() initialises, with the options it is given. */
 __attribute__((constructor)) static void leakshim_ctor(void)
 {
-    ls_init();
+    if (!ls_loaded_late())
+        ls_init();
 }

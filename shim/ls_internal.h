@@ -264,8 +264,9 @@ typedef struct ls_conn_view {
     uintptr_t handle, pool;
     int state; /* enum ls_state */
     int background, inherited;
-    double created; /* realtime */
-    double idle;    /* seconds since last data (TCP_INFO), -1 unknown */
+    int before_attach; /* found open by `leakshim attach` (no stack) */
+    double created;    /* realtime */
+    double idle;       /* seconds since last data (TCP_INFO), -1 unknown */
     int tid;
     ls_stack_id stack, pystack;
 } ls_conn_view;
@@ -428,5 +429,14 @@ void ls_reporter_on_track(void); /* something was tracked: channel open, thread 
 int ls_reporter_started(void);
 void ls_reporter_after_fork(void);       /* atfork child: async-signal-safe */
 void ls_reporter_restart_in_child(void); /* fork() hook, child side */
+
+/* ---------------------------------------------------------------- attach (hook_attach.c, registry.c)
+ * `leakshim attach PID` loads the shim into a running process; `leakshim detach PID` pauses it
+ * (the library is never unloaded: a hook may be running on another thread). */
+extern int ls_paused;         /* detached: nothing new is recorded, hooks pass through */
+extern double ls_attached_at; /* realtime of the (last) attach; 0 = loaded at start (preloaded) */
+/* A socket found open at attach time: tracked with no stack, marked before_attach. Its fd is
+ * checked (fstat) here; a socket already tracked is left alone. Returns 1 if it was added. */
+int ls_on_existing_socket(int fd, const struct sockaddr *peer, socklen_t len);
 
 #endif

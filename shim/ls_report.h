@@ -36,7 +36,8 @@ enum ls_report_kind { LS_REPORT_EXIT = 0, LS_REPORT_SNAPSHOT = 1 };
     X(POOL, "pool")                        /* snapshot: a pool handle (the pools list) */                              \
     X(FREED, "freed")                      /* a freed handle kept because its socket is still open */                  \
     X(MOVED, "moved")                      /* a handle whose sockets another handle took over */                       \
-    X(INHERITED, "inherited")              /* the parent process's, reported there */
+    X(INHERITED, "inherited")              /* the parent process's, reported there */                                  \
+    X(PRE_ATTACH, "opened-before-attach")  /* found open by `leakshim attach`: no stack, never a leak */
 #define LS_CAT_ENUM(name, str) LS_CAT_##name,
 enum ls_cat { LS_CATEGORIES(LS_CAT_ENUM) LS_CAT_COUNT };
 #undef LS_CAT_ENUM
@@ -189,6 +190,7 @@ typedef struct ls_proc { /* who wrote the report: tells a test suite's many proc
     const char *exe, *cwd;
     const char *const *argv;
     int argc;
+    double attached; /* realtime of `leakshim attach`; 0 = the shim was there from the start */
 } ls_proc;
 
 typedef struct ls_report_input {

@@ -30,6 +30,8 @@ static LS_TLS int tls_npending;
 static LS_TLS int tls_tid;
 
 void (*ls_on_track)(void);
+int ls_paused;
+double ls_attached_at;
 static pid_t owner_pid; /* 0 until ls_registry_init (unit tests): every caller is the owner */
 
 /* A raw getpid: only on paths that change the registry (a tracked fd closes, a socket connects),
@@ -265,6 +267,10 @@ static void record_connect(void *arg);
 void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     OWNER_OR_RETURN();
+    if (LS_UNLIKELY(__atomic_load_n(&ls_paused, __ATOMIC_RELAXED))) {
+        ls_on_socket_new(fd); /* detached: record nothing new, but drop a stale entry */
+        return;
+    }
     int db = tls_ctx.driver != 0 || ls_classify(addr, len);
     if (!db && ls_opt.track == LS_TRACK_ALL && addr &&
         (addr->sa_family == AF_INET || addr->sa_family == AF_INET6 || addr->sa_family == AF_UNIX)) {
@@ -347,6 +353,51 @@ static void record_connect(void *arg)
     tracked();
 }
 
+/* `leakshim attach`: a socket the process opened before the shim was loaded. No stack (nobody saw
+ * it being created); its creation time is unknown, so the attach time stands in for it. Runs on
+ * the attaching thread (hook_attach.c), not in a hook. */
+int ls_on_existing_socket(int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return 0;
+    conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return 0;
+    c->ino = (uint64_t)st.st_ino;
+    if (peer && len > 0) {
+        c->peerlen = len > sizeof c->peer ? sizeof c->peer : len;
+        memcpy(&c->peer, peer, c->peerlen);
+    }
+    c->created = ls_attached_at > 0 ? ls_attached_at : ls_now();
+    c->before_attach = 1;
+    pthread_mutex_lock(&ls_reg_lock);
+    conn *byfd = ls_reg_fd_get(fd), *byino;
+    HASH_FIND(hh, ls_reg_conns, &c->ino, sizeof c->ino, byino);
+    if (byfd && byfd != byino)
+        ls_reg_unmap_fd(fd); /* a stale entry under this number */
+    if (byino) {             /* known already (tracked, or another fd of the same socket) */
+        if (byfd != byino)
+            map_fd(fd, byino);
+        pthread_mutex_unlock(&ls_reg_lock);
+        free(c);
+        return 0;
+    }
+    ls_hash_oom = 0;
+    HASH_ADD(hh, ls_reg_conns, ino, sizeof c->ino, c);
+    if (ls_hash_oom || map_fd(fd, c) < 0) {
+        if (!ls_hash_oom)
+            HASH_DEL(ls_reg_conns, c);
+        ls_hash_oom = 0;
+        pthread_mutex_unlock(&ls_reg_lock);
+        free(c);
+        return 0;
+    }
+    pthread_mutex_unlock(&ls_reg_lock);
+    tracked();
+    return 1;
+}
+
 /* Called before the real close (forget-before-close), so another thread cannot be handed the same
  * number and connect it before we drop the old entry. */
 void ls_on_close(int fd)
@@ -424,7 +475,7 @@ static void record_handle(void *arg)
 
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
-    if (!h)
+    if (!h || LS_UNLIKELY(__atomic_load_n(&ls_paused, __ATOMIC_RELAXED)))
         return;
     OWNER_OR_RETURN();
     struct handle_args a = {driver, kind, h, pool, 0};
@@ -506,7 +557,7 @@ void ls_handle_close(uintptr_t h)
 
 void ls_handle_adopt_fd(uintptr_t h, int fd)
 {
-    if (fd < 0 || !h)
+    if (fd < 0 || !h || LS_UNLIKELY(__atomic_load_n(&ls_paused, __ATOMIC_RELAXED)))
         return;
     OWNER_OR_RETURN();
     pthread_mutex_lock(&ls_reg_lock);
@@ -565,7 +616,7 @@ static void record_checkout(void *arg);
 
 void ls_pool_checkout(uintptr_t pool, uintptr_t client)
 {
-    if (!client)
+    if (!client || LS_UNLIKELY(__atomic_load_n(&ls_paused, __ATOMIC_RELAXED)))
         return;
     OWNER_OR_RETURN();
     struct checkout_args a = {pool, client};

@@ -20,6 +20,7 @@ typedef struct conn {
     double created;
     int tid;
     ls_stack_id stack, pystack;
+    int before_attach; /* found open at attach time */
     UT_hash_handle hh;
 } conn;
 

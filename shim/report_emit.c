@@ -74,6 +74,7 @@ static void process_facts(inputs *x)
     p->pid = (int)getpid();
     p->ppid = (int)getppid();
     p->started = start_time();
+    p->attached = ls_attached_at;
     ssize_t n = readlink("/proc/self/exe", x->exe, sizeof x->exe - 1);
     x->exe[n > 0 ? n : 0] = 0;
     p->exe = x->exe;

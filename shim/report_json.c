@@ -238,6 +238,11 @@ static void header(jw *w, const ls_model *m)
         jfixed(w, p->started, 6);
     else
         LIT(w, "null");
+    key(w, "attached");
+    if (p->attached > 0)
+        jfixed(w, p->attached, 6);
+    else
+        LIT(w, "null");
     fixed(w, "time", m->in.now, 6);
     key(w, "uptime");
     if (p->started > 0)
@@ -450,6 +455,7 @@ static void sockets(jw *w, const ls_model *m)
             LIT(w, "null");
         num(w, "tid", c->tid);
         boolean(w, "inherited", c->inherited);
+        boolean(w, "before_attach", c->before_attach);
         stack_ref(w, "stack", c->stack);
         stack_ref(w, "pystack", c->pystack);
         LIT(w, "}");

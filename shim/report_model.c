@@ -145,6 +145,12 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
             m->sock_cat[i] = LS_CAT_INHERITED;
             continue;
         }
+        if (c->before_attach && !c->handle) { /* no stack, no handle: a group of its own, never a leak */
+            sock_item[i] = (int)m->nitems;
+            m->sock_cat[i] = LS_CAT_PRE_ATTACH;
+            add_item(m, LS_CAT_PRE_ATTACH, i, NONE);
+            continue;
+        }
         if (!c->background && h && !h->freed) {
             if (hand_item[j] >= 0) { /* reported with its handle */
                 sock_item[i] = hand_item[j];
@@ -467,7 +473,10 @@ static void describe_groups(ls_model *m)
         if (kind == LS_REPORT_EXIT)
             gr->section = gr->leak && !gr->suppressed ? 0 : 1;
         else
-            gr->section = gr->cat == LS_CAT_CHECKED_OUT ? 0 : gr->cat == LS_CAT_LIVE ? 1 : 2;
+            gr->section = gr->cat == LS_CAT_CHECKED_OUT  ? 0
+                          : gr->cat == LS_CAT_LIVE       ? 1
+                          : gr->cat == LS_CAT_PRE_ATTACH ? 3
+                                                         : 2;
     }
 }
 

@@ -210,6 +210,9 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         ls_buf_printf(b, "%d %s background %s%s%s (driver monitoring, not a leak), created at ", n, drv,
                       plural(n, "socket", "sockets"), to, peer);
         break;
+    case LS_CAT_PRE_ATTACH: /* nobody saw them created: no stack to show */
+        ls_buf_printf(b, "%d %s %s%s%s opened before attach (no stack)", n, svc, conns, to, peer);
+        return;
     case LS_CAT_CHECKED_OUT: {
         ls_buf_printf(b, "%d %s %s%s%s (%s) checked out of ", n, svc, conns, to, peer, drv);
         if (g->pool_index >= 0) {
@@ -321,6 +324,17 @@ static void process_line(ls_buf *b, const ls_model *m)
         ls_buf_puts(b, "...");
     }
     ls_buf_puts(b, "\n");
+    if (p->attached > 0) { /* `leakshim attach`: what the report cannot know */
+        time_t t = (time_t)p->attached;
+        struct tm tm;
+        char when[32];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        ls_buf_printf(b,
+                      "==%d==attached %s (leakshim attach): sockets opened before are listed without a stack; "
+                      "driver handles and pools created before attach are not known\n",
+                      p->pid, when);
+    }
 }
 
 static void churn_table(ls_buf *b, const ls_model *m, const ls_render_opts *o, int rule)
@@ -406,10 +420,11 @@ static void render_snapshot(ls_buf *b, const ls_model *m, const ls_render_opts *
     ls_buf_puts(b, "\n");
     suspects(b, m);
     static const char *const headings[] = {"Checked out of pools (oldest first):\n", "Open connections:\n",
-                                           "Drivers' background sockets (not leaks):\n"};
+                                           "Drivers' background sockets (not leaks):\n",
+                                           "Opened before attach (found open by `leakshim attach`; no stack):\n"};
     for (size_t g = 0; g < m->ngroups; g++) {
         int sec = m->groups[g].section;
-        if (sec >= 0 && sec <= 2 && (!g || m->groups[g - 1].section != sec))
+        if (sec >= 0 && sec <= 3 && (!g || m->groups[g - 1].section != sec))
             ls_buf_puts(b, headings[sec]);
         group_block(b, m, &m->groups[g], o);
     }

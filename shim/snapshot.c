@@ -221,6 +221,7 @@ static void fill_view(ls_conn_view *v, const conn *c, const handle *h)
     v->state = state_of(c, h);
     v->background = c->background;
     v->inherited = c->inherited;
+    v->before_attach = c->before_attach;
     v->created = c->created;
     v->idle = -1;
     v->tid = c->tid;

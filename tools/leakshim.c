@@ -6,6 +6,8 @@
  *
  *   leakshim run [--options OPTS] [--] CMD [ARGS...]
  *   leakshim dump [--json] [--sockets] [--timeout SECONDS] PID
+ *   leakshim attach [--options OPTS] [--timeout SECONDS] [--verbose] PID   (tools/attach.c)
+ *   leakshim detach [--timeout SECONDS] [--verbose] PID
  *   leakshim options [--markdown | --scdoc]
  *   leakshim check-options OPTS
  *   leakshim version | --version
@@ -16,6 +18,7 @@
 #include "../shim/ls_suggest.h"
 #include "../shim/ls_version.h"
 #include "report_load.h"
+#include "attach.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -75,6 +78,8 @@ static int cmd_version(const command *c, int argc, char **argv);
 static int cmd_help(const command *c, int argc, char **argv);
 static int cmd_report(const command *c, int argc, char **argv); /* tools/report_cmd.c */
 static int cmd_diff(const command *c, int argc, char **argv);   /* tools/diff.c */
+static int cmd_attach(const command *c, int argc, char **argv);
+static int cmd_detach(const command *c, int argc, char **argv);
 
 #define HELP_FLAG                                                                                                      \
     {                                                                                                                  \
@@ -119,6 +124,39 @@ static const command commands[] = {
       HELP_FLAG},
      {{"0", "The snapshot was printed, or the process has tracked no database connection yet."},
       {"1", "No such process, it does not run the shim, or it sent no snapshot in time."},
+      EXIT_USAGE_DOC}},
+    {"attach",
+     "[--options OPTS] [--timeout SECONDS] [--verbose] PID",
+     "Load the shim into a running process and start tracking its database connections.",
+     "For a process that was not started under the shim: gdb stops it, loads libleakshim.so into it at a safe "
+     "point (a thread blocked in a harmless libc call), starts tracking and detaches, within a second or so. "
+     "Connections open at that moment are listed as opened before attach, without a stack; driver handles and "
+     "pools created before are not known. New ones are tracked with their stacks, Python ones too in CPython. "
+     "leakshim dump, the dump signal and the exit report then work as under leakshim run. Needs gdb, the right "
+     "to trace the process (same user, or CAP_SYS_PTRACE; see kernel.yama.ptrace_scope) and a dynamically "
+     "linked glibc program in this tool's PID, network and mount namespaces; otherwise one line says why and "
+     "nothing is done.",
+     cmd_attach,
+     {{"--options", "OPTS",
+       "LEAKSHIM_OPTIONS items for the process (its environment cannot change), checked first as check-options "
+       "does. Taken at the first attach only."},
+      {"--timeout", "SECONDS", "How long to wait for a thread to reach a safe point (default 20, at most 3600)."},
+      {"--verbose", NULL, "Print gdb's output."},
+      HELP_FLAG},
+     {{"0", "Attached (or re-attached after detach)."},
+      {"1", "Refused or failed, with one line saying why: the process was left as it was."},
+      EXIT_USAGE_DOC}},
+    {"detach",
+     "[--timeout SECONDS] [--verbose] PID",
+     "Stop tracking in a process leakshim attach loaded the shim into.",
+     "Pauses the shim in process PID: its hooks pass every call through, nothing new is recorded and no exit "
+     "report is written. The library stays loaded (a thread may be inside a hook); leakshim attach resumes.",
+     cmd_detach,
+     {{"--timeout", "SECONDS", "How long to wait for a thread to reach a safe point (default 20, at most 3600)."},
+      {"--verbose", NULL, "Print gdb's output."},
+      HELP_FLAG},
+     {{"0", "Detached."},
+      {"1", "Refused or failed (not attached, for one), with one line saying why."},
       EXIT_USAGE_DOC}},
     {"options",
      "[--markdown | --scdoc]",
@@ -865,8 +903,10 @@ static int cmd_dump(int argc, char **argv)
         return 1;
     }
     if (!shimmed) {
-        fprintf(stderr, "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded)\n",
-                pid);
+        fprintf(stderr,
+                "leakshim dump: process %ld is not running under leakshim (libleakshim.so is not loaded; "
+                "`leakshim attach %ld` loads it)\n",
+                pid, pid);
         return 1;
     }
     /* The channel opens with the reporter thread (named "leakshim"), which starts when the first
@@ -933,6 +973,28 @@ static int cmd_dump_(const command *c, int argc, char **argv)
 {
     (void)c;
     return cmd_dump(argc, argv);
+}
+
+/* ------------------------------------------------------------------ attach, detach (tools/attach.c) */
+
+static int attach_check_options(const char *opts, int pid)
+{
+    check_ctx cx = {"leakshim attach", 1, 0};
+    return check_options(opts, pid, &cx);
+}
+
+static const ls_attach_env attach_env = {find_shim, attach_check_options};
+
+static int cmd_attach(const command *c, int argc, char **argv)
+{
+    (void)c;
+    return ls_tool_attach(argc, argv, &attach_env);
+}
+
+static int cmd_detach(const command *c, int argc, char **argv)
+{
+    (void)c;
+    return ls_tool_detach(argc, argv, &attach_env);
 }
 
 /* ------------------------------------------------------------------ options, check-options */

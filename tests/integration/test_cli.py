@@ -15,9 +15,12 @@ from helpers import ROOT, TOOL, run_shim
 
 SAMPLES = ROOT / "samples"
 COMMANDS = ["run", "dump", "options", "check-options", "version", "help"]
+COMMANDS += ["attach", "detach"]
 # The C function that reads each command's arguments (the flags it accepts are its string literals).
 HANDLERS = {"run": "cmd_run", "dump": "cmd_dump", "options": "cmd_options", "check-options": "cmd_check_options",
             "version": "cmd_version", "help": "cmd_help"}
+# Commands whose arguments are read in another file: (file under tools/, function).
+HANDLERS.update({"attach": ("attach.c", "ls_tool_attach"), "detach": ("attach.c", "ls_tool_detach")})
 KEEP_SHIM = ["-o", "shim/libleakshim.so"]  # make: use the shim as it is, never rebuild it
 SPLIT_DIRS = {"PREFIX": "/usr", "LIBDIR": "/usr/lib/x86_64-linux-gnu", "BINDIR": "/usr/bin",
               "MANDIR": "/usr/share/man"}
@@ -43,9 +46,10 @@ def make(*args, cwd=ROOT):
 def flags_read_by(command):
     """The flags the code of `command` compares its arguments with, from tools/leakshim.c: a flag
     added to the code but not to its --help fails here."""
-    src = (ROOT / "tools" / "leakshim.c").read_text()
-    m = re.search(r"^static int %s\([^;{]*\)\n\{.*?^\}$" % HANDLERS[command], src, re.S | re.M)
-    assert m, f"no {HANDLERS[command]} in tools/leakshim.c"
+    where, fn = HANDLERS[command] if isinstance(HANDLERS[command], tuple) else ("leakshim.c", HANDLERS[command])
+    src = (ROOT / "tools" / where).read_text()
+    m = re.search(r"^(?:static )?int %s\([^;{]*\)\n\{.*?^\}$" % fn, src, re.S | re.M)
+    assert m, f"no {fn} in tools/{where}"
     return set(re.findall(r'"(--?[a-z][a-z-]*)=?"', m.group(0)))
 
 
