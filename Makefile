@@ -38,11 +38,10 @@ SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
 SHIM_HDR := $(wildcard shim/*.h) shim/drivers.def
 SHIM     := shim/libleakshim.so
 TOOL     := tools/leakshim
-TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c
+TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c tools/attach.c
 # leakshim report / diff: saved JSON reports read with cJSON (libcjson-dev, .ci/deps.sh).
 TOOL_SRC += tools/report_cmd.c tools/report_load.c tools/html.c tools/diff.c
 TOOL_LIBS := -lcjson -lm
-TOOL_SRC += tools/attach.c
 MAN      := tools/leakshim.1
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))

@@ -17,8 +17,8 @@
 #include "../shim/ls_outfile.h"
 #include "../shim/ls_suggest.h"
 #include "../shim/ls_version.h"
-#include "attach.h"
 #include "report_load.h"
+#include "attach.h"
 
 #include <ctype.h>
 #include <dirent.h>

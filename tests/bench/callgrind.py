@@ -1,6 +1,6 @@
 """Instruction counts with valgrind's callgrind: deterministic where timings on a shared VM vary
-by +-30%. A loop's cost is the difference between a run of n iterations and a run of 0 (start-up
-and teardown cancel), so `loop_ratio` compares shim and bare on the loop alone and `run_ratio`
+by +-30%. A loop's cost is the difference between a run of n + n/10 iterations and a run of n/10
+(start-up, teardown and one-time costs cancel), so `loop_ratio` compares shim and bare on the loop alone and `run_ratio`
 on whole processes (start-up). Used by `make bench`; not a test."""
 
 import os
@@ -29,8 +29,11 @@ def instructions(argv, env):
 
 
 def loop_cost(argv_for, n, env):
-    """Instructions of n iterations: argv_for(n) minus argv_for(0)."""
-    return instructions(argv_for(n), env) - instructions(argv_for(0), env)
+    """Instructions of n iterations: a run of n + n/10 minus a run of n/10. The base run makes a
+    connection too, so one-time costs that the first connection brings (loading libdw to name the
+    frames of an exit report) cancel as well as start-up does."""
+    base = max(1, n // 10)
+    return instructions(argv_for(n + base), env) - instructions(argv_for(base), env)
 
 
 def loop_ratio(argv_for, n, bare_env, shim_env):
