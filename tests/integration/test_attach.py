@@ -423,7 +423,8 @@ def test_refuses_a_process_in_another_namespace(ns, tmp_path):
     flags, cmd, words = NAMESPACES[ns]
     marker = tmp_path / "started"
     t = f"300.{os.getpid()}{sorted(NAMESPACES).index(ns)}"  # a sleep no other test runs, to find it by
-    p = subprocess.Popen(["unshare", *flags, "sh", "-c", f"touch {marker} && {cmd.format(t=t)}"], env=bare_env())
+    p = subprocess.Popen(["unshare", *flags, "sh", "-c", f"touch {marker} && {cmd.format(t=t)}"], env=bare_env(),
+                         stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not marker.exists() and p.poll() is None:
