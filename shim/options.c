@@ -50,7 +50,10 @@ static const char default_paths[] = ""
     OPT(INT, top, "5", "0-100", "rows in the creations-per-stack (churn) table")                                       \
     OPT(BOOL, fold, "1", "0|1",                                                                                        \
         "text reports fold library and interpreter frames into one line each (JSON keeps all)")                        \
-    OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")
+    OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")                                              \
+    OPT(CHILDREN, children, "file", "file|report|gate",                                                                \
+        "processes a test under the shim starts: `file` = a report only if `report` is a path, status untouched; "     \
+        "`report` = report as the parent does, status untouched; `gate` = also `exitcode`")
 
 struct opt_desc {
     const char *name, *def, *valid, *desc;
@@ -460,6 +463,16 @@ static int set_help(ls_options *o, const char *v, char *why)
 {
     long x;
     return parse_long(v, 0, 1, &x, why) ? -1 : (o->help = (int)x, 0);
+}
+
+static int set_children(ls_options *o, const char *v, char *why)
+{
+    (void)why;
+    static const char *const names[] = {"file", "report", "gate"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(v, names[i]))
+            return o->children = i, 0;
+    return -1;
 }
 
 typedef int (*setter_fn)(ls_options *, const char *, char *);

@@ -280,6 +280,7 @@ static void record_connect(void *arg)
     /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. */
     ls_stack_id stack = ls_stack_capture();
     ls_stack_id pystack = ls_pystack_capture();
+    uint64_t attr = ls_attr_current();
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return;
@@ -295,6 +296,8 @@ static void record_connect(void *arg)
     c->tid = my_tid();
     c->stack = stack;
     c->pystack = pystack;
+    c->attr = attr;
+    c->seq = ls_seq_next();
 
     pthread_mutex_lock(&ls_reg_lock);
     if (ls_reg_fd_get(fd))
@@ -389,7 +392,8 @@ void ls_on_fork_child(void)
 
 /* ------------------------------------------------------------------ ls_reg_handles and pools */
 
-static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack);
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack,
+                             uint64_t attr);
 
 struct handle_args {
     int driver, kind;
@@ -400,7 +404,8 @@ static void record_handle(void *arg)
 {
     const struct handle_args *a = arg;
     ls_stack_id pystack = ls_pystack_capture();
-    handle_open_with(a->driver, a->kind, a->h, a->pool, ls_stack_capture(), pystack);
+    uint64_t attr = ls_attr_current();
+    handle_open_with(a->driver, a->kind, a->h, a->pool, ls_stack_capture(), pystack, attr);
 }
 
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
@@ -412,7 +417,8 @@ void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
     ls_on_private_stack(record_handle, &a);
 }
 
-static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack)
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack,
+                             uint64_t attr)
 {
     handle *e = calloc(1, sizeof *e);
     if (!e)
@@ -425,6 +431,8 @@ static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, 
     e->stack = stack;
     e->pystack = pystack;
     e->tid = my_tid();
+    e->attr = attr;
+    e->seq = ls_seq_next();
     pthread_mutex_lock(&ls_reg_lock);
     handle *old = ls_reg_handle_get(h);
     if (old) { /* address reused after a free we did not see, or opened twice: keep the newest */
@@ -548,13 +556,14 @@ static void record_checkout(void *arg)
     /* A checkout happens per request: when the Python stack names the line, the interpreter's
      * native frames add nothing but cost. */
     ls_stack_id pystack = ls_pystack_capture();
+    uint64_t attr = ls_attr_current();
     ls_stack_id stack = pystack ? 0 : ls_stack_capture();
     pthread_mutex_lock(&ls_reg_lock);
     handle *e = ls_reg_handle_get(client), *p = ls_reg_handle_get(pool);
     int drv = p ? p->driver : LS_DRV_PYTHON;
     pthread_mutex_unlock(&ls_reg_lock);
     if (!e)
-        handle_open_with(drv, LS_HK_CLIENT, client, pool, stack, pystack);
+        handle_open_with(drv, LS_HK_CLIENT, client, pool, stack, pystack, attr);
     pthread_mutex_lock(&ls_reg_lock);
     e = ls_reg_handle_get(client);
     if (e) {
@@ -564,6 +573,8 @@ static void record_checkout(void *arg)
         e->checkout_time = ls_now();
         e->co_stack = stack;
         e->co_pystack = pystack;
+        e->co_attr = attr;
+        e->co_seq = ls_seq_next();
     }
     pthread_mutex_unlock(&ls_reg_lock);
 }

@@ -267,11 +267,25 @@ static void socket_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
     }
 }
 
+/* Where the group's members were created: test ids, request routes (report_context.c). */
+#define CONTEXTS_SHOWN 3
+static void context_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
+{
+    for (size_t c = g->cfirst; c < g->cfirst + g->cn && c < g->cfirst + CONTEXTS_SHOWN; c++) {
+        ls_buf_printf(b, "    %d created ", m->ctxs[c].count);
+        ls_text_context(b, &m->ctxs[c]);
+        ls_buf_puts(b, "\n");
+    }
+    if (g->cn > CONTEXTS_SHOWN)
+        ls_buf_printf(b, "    ... and %zu more contexts (the JSON lists them all)\n", g->cn - CONTEXTS_SHOWN);
+}
+
 static void group_block(ls_buf *b, const ls_model *m, const ls_mgroup *g, const ls_render_opts *o)
 {
     ls_text_group_title(b, m, g);
     ls_buf_puts(b, ":\n");
     text_stack(b, &g->where, o->fold, "    ");
+    context_lines(b, m, g);
     if (o->sockets)
         socket_lines(b, m, g);
     ls_buf_puts(b, "\n");
@@ -455,6 +469,14 @@ static void render_exit(ls_buf *b, const ls_model *m, const ls_render_opts *o)
         if (quiet)
             ls_buf_puts(b, "\n");
         churn_table(b, m, o, above && !quiet);
+    }
+    if (m->nbyctx) { /* the suite's view: which test (or request) leaked how much */
+        ls_buf_puts(b, THIN "Leaks by where they were created:\n");
+        for (size_t c = 0; c < m->nbyctx; c++) {
+            ls_buf_printf(b, "  %4d ", m->byctx[c].count);
+            ls_text_context(b, &m->byctx[c]);
+            ls_buf_puts(b, "\n");
+        }
     }
     if (s->leaks)
         ls_buf_printf(b, "\nSUMMARY: leakshim: %d leaked database %s in %d %s", s->leaks,
