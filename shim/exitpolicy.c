@@ -55,12 +55,20 @@ static int parent_has_shim(void)
     return found;
 }
 
-static int started_by_test = -1; /* PYTEST_CURRENT_TEST in our environment at start-up */
+static int started_by_test = -1;   /* PYTEST_CURRENT_TEST in our environment at start-up */
+static char start_test[1024] = ""; /* its value then: the parent's test, not one of ours */
 
 void ls_exitpolicy_init(void)
 {
     const char *t = getenv("PYTEST_CURRENT_TEST");
     started_by_test = t && *t;
+    if (started_by_test)
+        snprintf(start_test, sizeof start_test, "%s", t);
+}
+
+const char *ls_inherited_test(void)
+{
+    return start_test;
 }
 
 /* A process started (exec'ed) by a test of a suite that runs under the shim: PYTEST_CURRENT_TEST

@@ -334,8 +334,8 @@ static uint32_t env_last_id;
 static uint64_t attr_from_env(void)
 {
     const char *t = getenv("PYTEST_CURRENT_TEST"); /* GIL held: os.environ's putenv cannot race */
-    if (!t || !*t || strlen(t) >= sizeof env_last)
-        return 0;
+    if (!t || !*t || strlen(t) >= sizeof env_last || !strcmp(t, ls_inherited_test()))
+        return 0; /* none, or the parent's test (this process is one a test started) */
     if (env_last_id && !strcmp(t, env_last))
         return env_last_id;
     char label[sizeof env_last], *phase = "";

@@ -40,6 +40,9 @@ void ls_exit_status_set(int status);
 void ls_exitpolicy_init(void); /* constructor: notes the environment we started with */
 /* 1 in a process exec'ed by a test of a suite running under the shim (children= applies). */
 int ls_suite_child(void);
+/* PYTEST_CURRENT_TEST as this process inherited it ("" if not): a test of the parent's, which
+ * names nothing this process creates (hook_python.c skips it). */
+const char *ls_inherited_test(void);
 enum ls_children { LS_CHILD_FILE, LS_CHILD_REPORT, LS_CHILD_GATE };
 
 #endif
@@ -482,6 +485,9 @@ void ls_exit_status_set(int status);
 void ls_exitpolicy_init(void); /* constructor: notes the environment we started with */
 /* 1 in a process exec'ed by a test of a suite running under the shim (children= applies). */
 int ls_suite_child(void);
+/* PYTEST_CURRENT_TEST as this process inherited it ("" if not): a test of the parent's, which
+ * names nothing this process creates (hook_python.c skips it). */
+const char *ls_inherited_test(void);
 enum ls_children { LS_CHILD_FILE, LS_CHILD_REPORT, LS_CHILD_GATE };
 
 #endif

@@ -7,12 +7,8 @@ closed, and clean tests (a function and a module fixture closed properly, a conn
 garbage collector closes). Each run is copied to tmp_path so no cache or report lands in the
 repository."""
 
-import json
 import re
 import shutil
-import subprocess
-
-import pytest
 
 from helpers import PY, ROOT, load_reports, run_shim
 
@@ -150,6 +146,7 @@ def test_exit_report_groups_by_test_without_the_plugin(tmp_path, pg):
 
 def test_the_plugin_run_also_groups_its_exit_report_by_test(tmp_path, pg):
     r = run_suite(tmp_path, pg, options=f"report={tmp_path}/r.%p:format=json")
+    assert r.returncode == 0, r.stdout + r.stderr
     (js,) = load_reports(tmp_path / "r.*")
     by = {(c["label"], c["phase"]): c["count"] for c in js["contexts"]}
     assert by.get(("test_a.py::test_leaks_two_in_body", "call")) == 2, by
