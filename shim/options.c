@@ -35,7 +35,8 @@ static const char default_paths[] = ""
     OPT(FORMAT, format, "text", "text|json|both",                                                                      \
         "report format; `both` writes text to `report` and JSON to `report`.json")                                     \
     OPT(SIGNAL, signal, "USR2", "NAME|NUMBER|none", "signal that dumps a live snapshot")                               \
-    OPT(INT, exitcode, "0", "0-255", "exit with this status if database sockets leaked (0 = off)")                     \
+    OPT(INT, exitcode, "0", "0-255",                                                                                   \
+        "exit with this status if database sockets leaked and the program would have exited 0 (0 = off)")              \
     OPT(DOUBLE, threshold, "30", "SECONDS",                                                                            \
         "checked out or idle longer than this is a suspect; live warning once per checkout")                           \
     OPT(INT, frames, "32", "1-64", "native frames captured per stack")                                                 \
