@@ -30,7 +30,8 @@ LEAKSHIM_EXPORT int __libc_start_main(main_fn main, int argc, char **argv, void 
 
 LEAKSHIM_EXPORT void exit(int status)
 {
-    ls_exit_status_set(status);
+    if (ls_registry_owner()) /* not a vfork child, which shares our memory */
+        ls_exit_status_set(status);
     LS_RESOLVE(exit);
     if (real_exit)
         real_exit(status);
