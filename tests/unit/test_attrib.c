@@ -5,11 +5,14 @@
 
 #include "ls_report.h"
 
+#include "include/leakshim.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void intern_gives_one_id_per_label_and_phase(void **state)
 {
@@ -168,6 +171,58 @@ static void groups_count_members_by_context(void **state)
     ls_model_free(&m);
 }
 
+/* ------------------------------------------------------------------ through the live registry */
+
+static int lfd, port;
+
+static void live_in_keeps_what_was_created_in_the_ranges(void **state)
+{
+    (void)state;
+    port = unit_setup(&lfd);
+    int before = unit_connect(port); /* before the test: not its */
+    uintptr_t pool = 0x5000, old_client = 0x5100;
+    ls_handle_open(LS_DRV_PYTHON, LS_HK_POOL, pool, 0);
+    ls_handle_open(LS_DRV_PYTHON, LS_HK_CLIENT, old_client, pool);
+    ls_pool_checkout(pool, old_client); /* checked out before the test and still out: not its */
+    uint64_t since = ls_seq_now();
+    ls_attr_set_thread(ls_attr_intern("suite::test_x", "call"));
+    int leaked = unit_connect(port), closed = unit_connect(port);
+    uintptr_t new_client = 0x5200;
+    ls_pool_checkout(pool, new_client); /* a new client checked out and kept: the test's */
+    uintptr_t idle_client = 0x5300;
+    ls_pool_checkout(pool, idle_client);
+    ls_pool_checkin(pool, idle_client); /* back in the pool: quiet */
+    ls_attr_set_thread(0);
+    unit_close(closed);
+    uint64_t r[2] = {since, 0};
+    ls_buf json = {0}, text = {0};
+    int leaks = -1;
+    assert_int_equal(ls_report_live_in(r, 1, &json, &text, &leaks), 0);
+    assert_int_equal(leaks, 2); /* the socket, the new checkout */
+    assert_non_null(strstr(text.data, "1 created in test suite::test_x (call)"));
+    assert_null(strstr(json.data, "\"0x5100\""));                /* the old checkout is not the test's */
+    assert_non_null(strstr(json.data, "\"handle\":\"0x5000\"")); /* its pool: kept as context */
+    assert_non_null(strstr(json.data, "\"handle\":\"0x5300\"")); /* idle in it: quiet */
+    /* a range that ends before the leaks: nothing */
+    uint64_t none[2] = {since, since};
+    ls_buf_free(&json);
+    ls_buf_free(&text);
+    assert_int_equal(ls_report_live_in(none, 1, &json, NULL, &leaks), 0);
+    assert_int_equal(leaks, 0);
+    ls_buf_free(&json);
+    /* the public API says the same */
+    char *js = leakshim_live_since(since, &leaks);
+    assert_non_null(js);
+    assert_int_equal(leaks, 2);
+    assert_non_null(strstr(js, "\"label\":\"suite::test_x\""));
+    leakshim_free(js);
+    assert_int_equal(leakshim_creations(), ls_seq_now());
+    unit_close(before);
+    unit_close(leaked);
+    ls_handle_close(pool);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +231,7 @@ int main(void)
         cmocka_unit_test(current_value_python_then_thread_then_process),
         cmocka_unit_test(the_counter_numbers_creations),
         cmocka_unit_test(groups_count_members_by_context),
+        cmocka_unit_test(live_in_keeps_what_was_created_in_the_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
