@@ -271,8 +271,9 @@ static void socket_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
 #define CONTEXTS_SHOWN 3
 static void context_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
 {
+    const char *verb = g->cat == LS_CAT_CHECKOUT_LEAK || g->cat == LS_CAT_CHECKED_OUT ? "checked out" : "created";
     for (size_t c = g->cfirst; c < g->cfirst + g->cn && c < g->cfirst + CONTEXTS_SHOWN; c++) {
-        ls_buf_printf(b, "    %d created ", m->ctxs[c].count);
+        ls_buf_printf(b, "    %d %s ", m->ctxs[c].count, verb);
         ls_text_context(b, &m->ctxs[c]);
         ls_buf_puts(b, "\n");
     }

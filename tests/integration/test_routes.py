@@ -85,9 +85,17 @@ def test_flask_routes_under_werkzeug(tmp_path, pg):
     port = next(gen)
     for i in (7, 8):
         assert call(port, "POST", f"/orders/{i}") == {"order": i}
+    for name in ("daily", "weekly", "monthly"):
+        assert call(port, "GET", f"/reports/{name}") == {"report": name}
     call(port, "GET", "/health")
     next(gen, None)
     js, text = exit_report(tmp_path)
-    assert js["summary"]["leaks"] == 2, text
-    assert by_route(js) == {"POST /orders/<int:order_id>": (2, 2)}, js["contexts"]
+    assert js["summary"]["leaks"] == 5, text
+    assert by_route(js) == {"POST /orders/<int:order_id>": (2, 2), "GET /reports/<name>": (3, 3)}, js["contexts"]
     assert "created during POST /orders/<int:order_id>, 2 requests" in text, text
+    # pool checkouts carry the route of the checkout (the pool itself was made at import)
+    (co,) = [g for g in js["groups"] if g["category"] == "checkout-leak"]
+    assert [(c["label"], c["count"]) for c in co["contexts"]] == [("GET /reports/<name>", 3)], co
+    assert "3 checked out during GET /reports/<name>, 3 requests" in text, text
+    outs = [h for h in js["handles"] if h["checked_out"]]
+    assert len(outs) == 3 and all(h["checkout_context"]["label"] == "GET /reports/<name>" for h in outs), outs
