@@ -112,13 +112,16 @@ class Plugin:
         rec = self.fixtures.pop(id(fixturedef), None)
         if rec is None:
             return
-        ranges = self.owners.take(rec['owner'])
-        if not ranges or self.mode == 'off':
-            return
-        leaks, report = self._check(ranges)
-        if leaks:
-            where = self.item.nodeid if self.item is not None else ''
-            self.found.setdefault(where, []).append(dict(rec, leaks=leaks, report=report))
+        try:
+            ranges = self.owners.take(rec['owner'])
+            if not ranges or self.mode == 'off':
+                return
+            leaks, report = self._check(ranges)
+            if leaks:
+                where = self.item.nodeid if self.item is not None else ''
+                self.found.setdefault(where, []).append(dict(rec, leaks=leaks, report=report))
+        except Exception as e:  # never the suite's problem
+            _ls_warn('pytest plugin: checking fixture %r failed: %r' % (rec.get('name'), e))
 
     def _check(self, ranges):
         gc.collect()  # what nothing refers to any more is closed by its finalizer, not leaked
@@ -139,28 +142,35 @@ class Plugin:
         findings = self.found.pop(item.nodeid, [])
         if self.mode == 'off':
             return
-        own, report = self._check(ranges) if ranges else (0, '')
-        self._report(item, own, report, findings)
+        try:
+            own, report = self._check(ranges) if ranges else (0, '')
+            msg = self._report(item, own, report, findings)
+        except Exception as e:  # never the suite's problem
+            _ls_warn('pytest plugin: checking %s failed: %r' % (item.nodeid, e))
+            return
+        if not msg:
+            return
+        if self.mode == 'fail':
+            pytest.fail(msg, pytrace=False)
+        fspath, lineno, _ = item.location
+        warnings.warn_explicit(LeakWarning(msg), LeakWarning, str(getattr(item, 'path', fspath)), (lineno or 0) + 1)
 
     def _report(self, item, own, report, findings):
+        '''Records the test's result (report section, user_properties for the summary and xdist);
+        returns the warning or failure message, None when there is nothing to say.'''
         count = own + sum(f['leaks'] for f in findings if f['scope'] == 'function')
         if not count and not findings:
-            return
+            return None
         allowed = item.get_closest_marker(MARKER) is not None
         payload = {'leaks': count, 'allowed': allowed,
                    'fixtures': [{'name': f['name'], 'scope': f['scope'], 'leaks': f['leaks'],
                                  'requested_by': f['requested_by']} for f in findings]}
         item.user_properties.append(('leakshim', json.dumps(payload, sort_keys=True)))
-        text = section_text(item.nodeid, own, report, findings)
-        item.add_report_section('teardown', 'leakshim', text)
+        item.add_report_section('teardown', 'leakshim', section_text(item.nodeid, own, report, findings))
         if allowed:
-            return
+            return None
         total = own + sum(f['leaks'] for f in findings)
-        msg = 'leakshim: %d database connection%s left open (%s)' % (total, plural(total), summary_of(payload))
-        if self.mode == 'fail':
-            pytest.fail(msg, pytrace=False)
-        fspath, lineno, _ = item.location
-        warnings.warn_explicit(LeakWarning(msg), LeakWarning, str(getattr(item, 'path', fspath)), (lineno or 0) + 1)
+        return 'leakshim: %d database connection%s left open (%s)' % (total, plural(total), summary_of(payload))
 
     # ---- results: from this process's reports, or (xdist controller) from the workers'
     def pytest_runtest_logreport(self, report):

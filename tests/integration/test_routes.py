@@ -2,6 +2,7 @@
 both unchanged and driven over HTTP, leak connections; the exit report says during which route
 (method and path template) each was created, and in how many requests."""
 
+import concurrent.futures
 import json
 import signal
 import socket
@@ -68,12 +69,17 @@ def test_fastapi_routes_under_uvicorn(tmp_path, pg):
         assert call(port, "GET", f"/items/{i}") == {"item": i}
     for _ in range(3):
         call(port, "GET", "/health")
+    # 8 at once, mixed: each connection keeps its own request's route (tasks and the thread pool)
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        jobs = [ex.submit(call, port, "POST", f"/webhooks/c{i}") for i in range(4)]
+        jobs += [ex.submit(call, port, "GET", f"/items/{10 + i}") for i in range(4)]
+        assert sorted(str(j.result()) for j in jobs)[0]
     next(gen, None)
     js, text = exit_report(tmp_path)
-    assert js["summary"]["leaks"] == 5, text
-    assert by_route(js) == {"POST /webhooks/{hook_id}": (3, 3), "GET /items/{item_id}": (2, 2)}, js["contexts"]
-    assert "created during POST /webhooks/{hook_id}, 3 requests" in text, text
-    assert "created during GET /items/{item_id}, 2 requests" in text, text
+    assert js["summary"]["leaks"] == 13, text
+    assert by_route(js) == {"POST /webhooks/{hook_id}": (7, 7), "GET /items/{item_id}": (6, 6)}, js["contexts"]
+    assert "created during POST /webhooks/{hook_id}, 7 requests" in text, text
+    assert "created during GET /items/{item_id}, 6 requests" in text, text
     assert "/health" not in text
     # every leaked socket carries its request
     socks = [s for s in js["sockets"] if s["category"] != "inherited"]
