@@ -506,4 +506,11 @@ void ls_text_checkout_warning(ls_buf *b, const ls_handle_view *h, double held, d
                   ls_driver_name(h->driver), ls_handle_type(h->driver, h->kind), (unsigned long)h->handle,
                   (unsigned long)h->pool, held, threshold);
     text_stack(b, w, o->fold, "    ");
+    const char *label = ls_attr_label(h->co_attr); /* which test or request checked it out */
+    if (label) {
+        ls_mctx c = {label, ls_attr_phase(h->co_attr), 1, 0, 0};
+        ls_buf_puts(b, "    checked out ");
+        ls_text_context(b, &c);
+        ls_buf_puts(b, "\n");
+    }
 }

@@ -171,6 +171,27 @@ static void groups_count_members_by_context(void **state)
     ls_model_free(&m);
 }
 
+static void checkout_warning_names_the_request(void **state)
+{
+    (void)state;
+    ls_handle_view h;
+    memset(&h, 0, sizeof h);
+    h.handle = 0x10;
+    h.pool = 0x20;
+    h.checked_out = 1;
+    h.co_attr = ls_attr_intern("GET /reports/{name}", "request") | (9ull << 32);
+    ls_where w = {0};
+    ls_render_opts o = {.fold = 1};
+    ls_buf b = {0};
+    ls_text_checkout_warning(&b, &h, 40, 30, &w, &o);
+    assert_non_null(strstr(b.data, "\n    checked out during GET /reports/{name}\n"));
+    ls_buf_free(&b);
+    h.co_attr = 0;
+    ls_text_checkout_warning(&b, &h, 40, 30, &w, &o);
+    assert_null(strstr(b.data, "checked out during"));
+    ls_buf_free(&b);
+}
+
 /* ------------------------------------------------------------------ through the live registry */
 
 static int lfd, port;
@@ -231,6 +252,7 @@ int main(void)
         cmocka_unit_test(current_value_python_then_thread_then_process),
         cmocka_unit_test(the_counter_numbers_creations),
         cmocka_unit_test(groups_count_members_by_context),
+        cmocka_unit_test(checkout_warning_names_the_request),
         cmocka_unit_test(live_in_keeps_what_was_created_in_the_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
