@@ -95,3 +95,37 @@ def test_children_report_only_to_a_file_and_keep_their_status(tmp_path, pg):
     # children=gate: the child is gated and reports to stderr as before
     r = run_shim(argv, options="exitcode=23:children=gate", env=env, cwd=tmp_path)
     assert r.returncode == 1 and "CHILD 23 " in r.stdout, r.stdout + r.stderr
+
+
+EXIT_PROG = r'''
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0); /* leaked on purpose */
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        return 99;
+    if (!strcmp(argv[2], "exit"))
+        exit(atoi(argv[3]));
+    return atoi(argv[3]);
+}
+'''
+
+
+def test_exitcode_only_replaces_a_zero_status(tmp_path, pg):
+    src = tmp_path / "exitprog.c"
+    src.write_text(EXIT_PROG)
+    exe = tmp_path / "exitprog"
+    subprocess.run(["cc", "-o", exe, src], check=True)
+    opts = f"ports=+{pg.port}:exitcode=23"
+    got = {(how, st): run_shim([exe, pg.port, how, st], options=opts).returncode
+           for how in ("return", "exit") for st in ("0", "3")}
+    assert got == {("return", "0"): 23, ("return", "3"): 3, ("exit", "0"): 23, ("exit", "3"): 3}, got
+    # the leak is still reported when the status is kept
+    r = run_shim([exe, pg.port, "return", "3"], options=opts)
+    assert "1 leaked database connection" in r.stderr, r.stderr
