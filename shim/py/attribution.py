@@ -76,8 +76,9 @@ def patch_starlette(mod):
         async def handle(self, scope, receive, send):
             tok = None
             try:
-                tok = enter(_route_label(scope.get('method'), getattr(self, 'path', None)), 'request',
-                            next(_requests))
+                # a route inside a Mount: root_path holds the mount's path (as matched)
+                path = (scope.get('root_path') or '') + (getattr(self, 'path', None) or '?')
+                tok = enter(_route_label(scope.get('method'), path), 'request', next(_requests))
             except Exception:
                 pass
             try:

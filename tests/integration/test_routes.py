@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from conftest import free_port
-from helpers import PY, ROOT, load_reports, shim_env
+from helpers import PY, ROOT, TOOL, load_reports, shim_env
 
 APPS = ROOT / "tests" / "integration" / "data" / "route_apps"
 
@@ -42,7 +42,7 @@ def serve(tmp_path, pg, argv, stop_signal):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_port(port, proc)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(stop_signal)
         out, err = proc.communicate(timeout=30)
@@ -62,7 +62,7 @@ def by_route(js):
 def test_fastapi_routes_under_uvicorn(tmp_path, pg):
     argv = [PY, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1", "--port", "PORT"]
     gen = serve(tmp_path, pg, argv, signal.SIGINT)
-    port = next(gen)
+    port, pid = next(gen)
     for h in ("a", "b", "c"):
         assert call(port, "POST", f"/webhooks/{h}") == {"ok": h}
     for i in (1, 2):
@@ -74,6 +74,10 @@ def test_fastapi_routes_under_uvicorn(tmp_path, pg):
         jobs = [ex.submit(call, port, "POST", f"/webhooks/c{i}") for i in range(4)]
         jobs += [ex.submit(call, port, "GET", f"/items/{10 + i}") for i in range(4)]
         assert sorted(str(j.result()) for j in jobs)[0]
+    # a live dump says the same per group
+    dump = subprocess.run([str(TOOL), "dump", str(pid)], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    assert "7 created during POST /webhooks/{hook_id}, 7 requests" in dump.stdout, dump.stdout
     next(gen, None)
     js, text = exit_report(tmp_path)
     assert js["summary"]["leaks"] == 13, text
@@ -88,7 +92,7 @@ def test_fastapi_routes_under_uvicorn(tmp_path, pg):
 
 def test_flask_routes_under_werkzeug(tmp_path, pg):
     gen = serve(tmp_path, pg, [PY, "flask_app.py", "PORT"], signal.SIGINT)
-    port = next(gen)
+    port, _ = next(gen)
     for i in (7, 8):
         assert call(port, "POST", f"/orders/{i}") == {"order": i}
     for name in ("daily", "weekly", "monthly"):

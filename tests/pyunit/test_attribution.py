@@ -54,6 +54,8 @@ def test_starlette_route_is_current_only_while_the_endpoint_runs(attr, bridge):
     assert seen[0][2] != seen[1][2] and seen[0][2] > 0  # a number per request
     assert attr["current"]() == 0
     assert Route.handle.__wrapped__ is not None
+    asyncio.run(r.handle({"method": "GET", "root_path": "/api"}, None, None))  # mounted under /api
+    assert seen[-1][:2] == ("GET /api/webhooks/{id}", "request")
 
 
 def test_starlette_endpoint_errors_propagate_and_the_context_is_left(attr, bridge):
