@@ -164,6 +164,20 @@ def test_html_page_of_a_staircase_run(pg, tmp_path):
         shutil.copy(png, SCREENSHOT)
 
 
+def test_html_page_of_a_healthy_run(pg, tmp_path):
+    path = run_report(FIXED, pg.dsn, tmp_path, "fixed", 8)
+    doc = json.loads(path.read_text())
+    r = tool("report", "--format", "html", path)
+    assert r.returncode == 0, r.stderr
+    page = parse(r.stdout)
+    lines = [a for t, a in page.tags if t == "polyline"]
+    assert len(lines) == 1 + len(doc["timeline_groups"]) and len(doc["timeline"]) >= 5
+    assert not [a for t, a in page.tags if a.get("class") == "leakmark"]
+    assert not [a for a in lines if a["stroke"] == "#d62728"]
+    assert "No leaked database connection." in " ".join(page.text)
+    assert "0 leaked database connections in 1 report." in " ".join(page.text)
+
+
 def test_every_string_is_escaped(pg, tmp_path):
     path = run_report(STAIR, pg.dsn, tmp_path, "stair", 3)
     doc = json.loads(path.read_text())
