@@ -108,6 +108,7 @@ def screenshot(html_path, png):
     r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--proxy-server=127.0.0.1:1", "--proxy-bypass-list=<-loopback>",
                         "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                        "--disable-dev-shm-usage",
                         f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1150,1250",
                         f"--screenshot={png}", f"file://{html_path}"],
                        capture_output=True, text=True, timeout=120)
