@@ -43,11 +43,10 @@ static inline void drv_leave(ls_ctx prev)
 /* A connect-style call returned handle h (or NULL): register it and give it what it connected. */
 static inline void drv_opened(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
-    if (!h)
-        return;
     LS_RECORD({
-        ls_handle_open(driver, kind, h, pool);
-        ls_handle_adopt_pending(h);
+        ls_handle_open_after(driver, kind, h, pool); /* with the stacks the call captured */
+        if (h)
+            ls_handle_adopt_pending(h);
     });
 }
 

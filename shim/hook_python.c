@@ -29,6 +29,7 @@
 #include "ls_hook.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ static struct {
     PyCodeObject *(*Frame_GetCode)(PyFrameObject *);
     int (*Frame_GetLineNumber)(PyFrameObject *);
     PyFrameObject *(*Frame_GetBack)(PyFrameObject *);
+    int (*Frame_GetLasti)(PyFrameObject *); /* optional (3.11+): keys the line cache */
     PyObject *(*Object_GetAttrString)(PyObject *, const char *);
     const char *(*Unicode_AsUTF8)(PyObject *);
     PyObject *(*Unicode_DecodeUTF8)(const char *, Py_ssize_t, const char *);
@@ -135,6 +137,7 @@ static int resolve_api(void)
     ok &= PYSYM(Err_Restore, "PyErr_Restore") != NULL;
     ok &= PYSYM(Err_Print, "PyErr_Print") != NULL;
     ok &= PYSYM(None, "_Py_NoneStruct") != NULL;
+    PYSYM(Frame_GetLasti, "PyFrame_GetLasti"); /* optional: without it, no line cache */
     /* Optional: without them the embedded files are compiled from source. */
     PYSYM(Import_GetMagicNumber, "PyImport_GetMagicNumber");
     PYSYM(Marshal_ReadObjectFromString, "PyMarshal_ReadObjectFromString");
@@ -198,6 +201,7 @@ typedef struct code_ent {
     PyCodeObject *co; /* strong reference; NULL = empty slot */
     const char *file, *func;
     int skip; /* our own bootstrap code: not shown */
+    int held; /* in the cache, which keeps co alive: its address is not reused meanwhile */
 } code_ent;
 
 #define CODE_CACHE_MAX (1u << 17) /* beyond this, names are looked up on every walk */
@@ -263,10 +267,35 @@ static code_ent code_lookup(PyCodeObject *co)
         while (code_tab[j].co)
             j = (j + 1) & (code_cap - 1);
         py.IncRef((PyObject *)co);
+        e.held = 1;
         code_tab[j] = e;
         code_n++;
     }
     return e;
+}
+
+/* Line numbers by (code object, instruction offset): PyFrame_GetLineNumber scans the code's line
+ * table from its start on every call, the larger part of a walk's cost; the same call sites are
+ * walked again and again (a connect per request). Direct-mapped, GIL held; only for code objects
+ * the code cache holds, whose addresses cannot be reused by another code object. */
+#define LINE_CACHE 4096
+static struct line_ent {
+    PyCodeObject *co;
+    int lasti, line;
+} line_tab[LINE_CACHE];
+
+static int frame_line(PyFrameObject *f, PyCodeObject *co, int held)
+{
+    if (!held || !py.Frame_GetLasti)
+        return py.Frame_GetLineNumber(f);
+    int lasti = py.Frame_GetLasti(f);
+    struct line_ent *e = &line_tab[(ptr_hash(co) ^ (size_t)lasti * 0x9e3779b1u) & (LINE_CACHE - 1)];
+    if (e->co != co || e->lasti != lasti) {
+        e->co = co;
+        e->lasti = lasti;
+        e->line = py.Frame_GetLineNumber(f);
+    }
+    return e->line;
 }
 
 /* ------------------------------------------------------------------ the stack walk */
@@ -297,7 +326,7 @@ static int walk_locked(ls_pyframe *out, int max)
             if (!e.skip) {
                 out[n].file = e.file;
                 out[n].func = e.func;
-                out[n].line = py.Frame_GetLineNumber(f);
+                out[n].line = frame_line(f, co, e.held);
                 n++;
             }
             py.DecRef((PyObject *)co);
@@ -339,6 +368,9 @@ static ls_stack_id capture(void)
 static LS_TLS int scope_depth;
 static LS_TLS ls_ctx scope_prev[PY_SCOPES];
 static LS_TLS ls_stack_id scope_stack[PY_SCOPES];
+/* The handle and stack of this thread's last _ls_push (a connect), for the checkout after it. */
+static LS_TLS uintptr_t last_push_handle;
+static LS_TLS ls_stack_id last_push_stack;
 
 /* ls_pystack_hook. Called by the core with ls_in_shim set, outside its locks. */
 static ls_stack_id pystack_hook(void)
@@ -422,8 +454,12 @@ FASTCALL_FN(f_checkout)
     if (!get_u64(args, nargs, 2, a)) {
         LS_RECORD({
             /* One walk serves both captures the core makes when the client is new to it (its
-             * creation stack and the checkout stack). */
-            ls_stack_id st = capture();
+             * creation stack and the checkout stack); a client this thread has just connected
+             * (redis-py connects inside get_connection) is checked out at its connect's stack. */
+            ls_stack_id st = a[1] && a[1] == last_push_handle ? last_push_stack : 0;
+            last_push_handle = 0;
+            if (!st)
+                st = capture();
             int d = scope_depth;
             if (d < PY_SCOPES) {
                 scope_prev[d] = ls_ctx_current();
@@ -460,6 +496,8 @@ FASTCALL_FN(f_push)
         ls_stack_id st = capture();
         scope_prev[scope_depth] = ls_ctx_push((int)a[0], (uintptr_t)a[1], (uintptr_t)a[2], (int)a[3]);
         scope_stack[scope_depth] = st;
+        last_push_handle = (uintptr_t)a[1];
+        last_push_stack = st;
     }
     scope_depth++;
     return ret_none();
@@ -701,7 +739,50 @@ static void bootstrap(void)
     py.Err_Restore(et, ev, tb);
 }
 
-/* The audit hook: GIL held, any thread. After the bootstrap it costs one load per event. */
+static int audit_hook(const char *event, PyObject *args, void *data);
+
+/* After the bootstrap the audit hook has nothing left to do, yet while any C audit hook is
+ * registered CPython builds an argument tuple for every audited event (each id(), import, socket
+ * connect...): 5-10% of a redis-py connect loop. CPython can add a hook but not remove one, so we
+ * unlink our entry from the runtime's list ourselves, under the GIL: the head pointer inside
+ * _PyRuntime (3.11's `audit_hook_head`) is the one slot of that object that points at an entry
+ * {next, audit_hook, NULL}; each candidate is read with process_vm_readv, so a wrong guess cannot
+ * fault. Unless exactly one slot matches, nothing is changed. The entry itself is left allocated:
+ * the loop running us reads its `next`, and the interpreter no longer frees it at exit. */
+static void audit_hook_unlink(void)
+{
+    void *rt = dlsym(RTLD_DEFAULT, "_PyRuntime");
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    if (!rt || !dladdr1(rt, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym || sym->st_size < sizeof(void *))
+        return;
+    struct entry {
+        struct entry *next;
+        Py_AuditHookFunction fn;
+        void *data;
+    };
+    uintptr_t *slots = rt, *found = NULL;
+    /* The head sits near the start of the runtime state (after the interpreter list, the eval
+     * and GIL state and the pre-config: about 0.5 KB in 3.11); the rest of its 166 KB is not read. */
+    size_t n = (sym->st_size < 4096 ? sym->st_size : 4096) / sizeof *slots;
+    struct entry e, hit = {0};
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t v = __atomic_load_n(&slots[i], __ATOMIC_RELAXED);
+        if (!v || (v & (sizeof(void *) - 1)) || ls_read_self((const void *)v, &e, sizeof e) != 0)
+            continue;
+        if (e.fn == audit_hook && !e.data) {
+            if (found)
+                return; /* two: not the layout we know */
+            found = &slots[i];
+            hit = e;
+        }
+    }
+    if (found)
+        __atomic_store_n(found, (uintptr_t)hit.next, __ATOMIC_RELEASE);
+}
+
+/* The audit hook: GIL held, any thread. Unlinked once the bootstrap ran (audit_hook_unlink); if
+ * that was not possible it costs one load per event. */
 static int audit_hook(const char *event, PyObject *args, void *data)
 {
     (void)args;
@@ -712,8 +793,10 @@ static int audit_hook(const char *event, PyObject *args, void *data)
      * and the program's own code is about to run. "import" after initialisation covers hosts that
      * embed Python and run code another way. */
     if (!strncmp(event, "cpython.run_", 12) || (!strcmp(event, "import") && py.IsInitialized())) {
-        if (py.IsInitialized())
+        if (py.IsInitialized()) {
             bootstrap();
+            audit_hook_unlink();
+        }
     }
     return 0;
 }

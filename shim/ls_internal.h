@@ -39,10 +39,11 @@ void *ls_real_symbol(const char *name);
 void ls_missing_symbol(const char *name);
 
 /* ---------------------------------------------------------------- time, raw output */
-double ls_now(void);                                   /* CLOCK_REALTIME seconds */
-double ls_mono(void);                                  /* CLOCK_MONOTONIC seconds */
-int ls_sys_close(int fd);                              /* raw syscall close, bypasses every hook */
-int ls_write_all(int fd, const void *buf, size_t len); /* retries EINTR/partial; 0 or -1 */
+double ls_now(void);                                     /* CLOCK_REALTIME seconds */
+double ls_mono(void);                                    /* CLOCK_MONOTONIC seconds */
+int ls_sys_close(int fd);                                /* raw syscall close, bypasses every hook */
+int ls_read_self(const void *addr, void *out, size_t n); /* copy our own memory, 0; -1 (EFAULT) if unreadable */
+int ls_write_all(int fd, const void *buf, size_t len);   /* retries EINTR/partial; 0 or -1 */
 /* The host's fd n as an fd this thread can use: n itself, or on the reporter thread (which has
  * an fd table of its own) a private duplicate; give it back with ls_host_fd_done. -1 if gone. */
 extern LS_TLS int ls_fds_private;
@@ -206,6 +207,11 @@ typedef struct ls_ctx {
     uintptr_t handle;
     uintptr_t pool;
     int background;
+    /* The Python stack captured for the first socket of this driver call, reused by its other
+     * sockets and by the handle the call returns: one walk per connect (ls_handle_open_after).
+     * Native stacks are not shared: a socket's starts deep inside the driver, a handle's at the
+     * program's call. */
+    ls_stack_id pystack;
 } ls_ctx;
 ls_ctx ls_ctx_push(int driver, uintptr_t handle, uintptr_t pool, int background);
 void ls_ctx_pop(ls_ctx prev);
@@ -231,6 +237,9 @@ void ls_on_fork_child(void);
 /* Driver handles and pools (hook_libpq.c, hook_hiredis.c, hook_mongoc.c, hook_mysql.c,
  * hook_python.c). All keys are the handle's address (or a Python object's id). */
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool);
+/* The same, for a handle returned by the driver call whose ctx was just popped: takes the Python
+ * stack that call captured for its sockets instead of walking it again. */
+void ls_handle_open_after(int driver, int kind, uintptr_t h, uintptr_t pool);
 void ls_handle_close(uintptr_t h);                       /* the driver freed it */
 void ls_handle_adopt_fd(uintptr_t h, int fd);            /* fd's socket belongs to h */
 void ls_handle_adopt_pending(uintptr_t h);               /* sockets this thread connected in a ctx with handle 0 */

@@ -186,6 +186,9 @@ static int my_tid(void)
 
 /* ------------------------------------------------------------------ attribution context */
 
+/* Python stack of the outermost driver call this thread left last; ls_handle_open_after takes it. */
+static LS_TLS ls_stack_id tls_last_pystack;
+
 ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
 {
     ls_ctx prev = tls_ctx;
@@ -193,13 +196,20 @@ ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
     tls_ctx.handle = h;
     tls_ctx.pool = pool;
     tls_ctx.background = background;
-    if (!prev.driver)
+    tls_ctx.pystack = 0;
+    if (!prev.driver) {
         tls_npending = 0;
+        tls_last_pystack = 0;
+    }
     return prev;
 }
 
 void ls_ctx_pop(ls_ctx prev)
 {
+    if (!prev.driver)
+        tls_last_pystack = tls_ctx.pystack;
+    else if (!prev.pystack) /* the enclosing call's sockets get it too */
+        prev.pystack = tls_ctx.pystack;
     tls_ctx = prev;
 }
 
@@ -281,9 +291,13 @@ static void record_connect(void *arg)
     struct stat st;
     if (fstat(fd, &st) != 0)
         return;
-    /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. */
-    ls_stack_id stack = ls_stack_capture();
-    ls_stack_id pystack = ls_pystack_capture();
+    /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. A
+     * driver call's later sockets reuse its first one's; when the Python stack names the line, the
+     * native unwind through the interpreter adds nothing but cost. */
+    ls_stack_id pystack = ctx.driver && ctx.pystack ? ctx.pystack : ls_pystack_capture();
+    if (ctx.driver)
+        tls_ctx.pystack = pystack;
+    ls_stack_id stack = pystack ? 0 : ls_stack_capture();
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return;
@@ -398,13 +412,14 @@ static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, 
 struct handle_args {
     int driver, kind;
     uintptr_t h, pool;
+    ls_stack_id pystack; /* 0: capture it */
 };
 
 static void record_handle(void *arg)
 {
     const struct handle_args *a = arg;
-    ls_stack_id pystack = ls_pystack_capture();
-    handle_open_with(a->driver, a->kind, a->h, a->pool, ls_stack_capture(), pystack);
+    ls_stack_id pystack = a->pystack ? a->pystack : ls_pystack_capture();
+    handle_open_with(a->driver, a->kind, a->h, a->pool, pystack ? 0 : ls_stack_capture(), pystack);
 }
 
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
@@ -412,7 +427,18 @@ void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
     if (!h)
         return;
     OWNER_OR_RETURN();
-    struct handle_args a = {driver, kind, h, pool};
+    struct handle_args a = {driver, kind, h, pool, 0};
+    ls_on_private_stack(record_handle, &a);
+}
+
+void ls_handle_open_after(int driver, int kind, uintptr_t h, uintptr_t pool)
+{
+    ls_stack_id pystack = tls_last_pystack;
+    tls_last_pystack = 0;
+    if (!h)
+        return;
+    OWNER_OR_RETURN();
+    struct handle_args a = {driver, kind, h, pool, pystack};
     ls_on_private_stack(record_handle, &a);
 }
 

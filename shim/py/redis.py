@@ -4,16 +4,13 @@
 # A pool made by Redis() itself is private to that client and is not a handle;
 # one the program made (shared) is a pool handle. Each connected Connection is a client handle
 # (in its shared pool, if any) from connect to disconnect; get_connection/release are checkouts.
-_rpools = {}
-_rconns = {}
-
-
-def _redis_pool_handle(pool):
-    if pool is None or not _rpools.get(id(pool)):
-        return 0
-    if not _ls_known(id(pool)):
-        _ls_open(DRV_REDISPY, HK_POOL, id(pool), 0)
-    return id(pool)
+#
+# These wrappers run on every command (get_connection/release) and every connect, so they are
+# kept short: the bridge functions are C and never raise (no _safe around them), only shared
+# pools are remembered (a private pool costs no dict entry and no weak reference), and each
+# method is wrapped once even where two names share one class (StrictRedis is Redis).
+_rpools = set()  # ids of live shared pools (each with a weak reference that removes it)
+_rconns = set()  # ids of connected Connections we track
 
 
 def patch_client(m):
@@ -25,25 +22,38 @@ def patch_client(m):
             finally:
                 _tls.redis_private -= 1
         return wrapper
+    seen = set()
     for cls in (getattr(m, 'Redis', None), getattr(m, 'StrictRedis', None)):
-        if isinstance(cls, type):
+        if isinstance(cls, type) and cls not in seen:
+            seen.add(cls)
             _wrap(cls, '__init__', private)
             _wrap(cls, 'from_url', private)
 
 
 def patch_connection(m):
+    def register(self):
+        # a pool the program made (not inside Redis()): a pool handle, at the line that made it
+        key = id(self)
+        if key in _rpools or getattr(_tls, 'redis_private', 0):
+            return
+        _rpools.add(key)
+        _ls_open(DRV_REDISPY, HK_POOL, key, 0)
+        try:
+            r = _weakref.ref(self, lambda r, key=key: (
+                _refs.pop(id(r), None), _rpools.discard(key), _ls_close(key)))
+            _refs[id(r)] = r
+        except TypeError:
+            pass
+    # redis-py's pools end __init__ with reset() (again after a fork): hooking reset() spares
+    # every Redis() the copy of the ~20 keyword arguments an __init__ wrapper would make.
+    def mk_pool_reset(orig):
+        def reset(self):
+            orig(self)
+            register(self)
+        return reset
     def mk_pool_init(orig):
         def __init__(self, *a, **kw):
-            shared = not getattr(_tls, 'redis_private', 0)
-            _rpools[id(self)] = shared
-            if shared:
-                _safe(_ls_open, DRV_REDISPY, HK_POOL, id(self), 0)
-            try:
-                r = _weakref.ref(self, lambda r, key=id(self), shared=shared: (
-                    _refs.pop(id(r), None), _rpools.pop(key, None), shared and _ls_close(key)))
-                _refs[id(r)] = r
-            except TypeError:
-                pass
+            register(self)
             orig(self, *a, **kw)
         return __init__
     def mk_get(orig):
@@ -56,52 +66,61 @@ def patch_connection(m):
                 _tls.redis_pool = prev
             # a pubsub connection is held for the subscriber's life by design: not a checkout
             if command_name != 'pubsub' and id(conn) in _rconns:
-                _safe(_ls_checkout, _redis_pool_handle(self), id(conn))
+                key = id(self)
+                _ls_checkout(key if key in _rpools else 0, id(conn))
             return conn
         return get_connection
     def mk_release(orig):
         def release(self, connection, *a, **kw):
             orig(self, connection, *a, **kw)
             if id(connection) in _rconns:
-                _safe(_ls_checkin, _redis_pool_handle(self), id(connection))
+                key = id(self)
+                _ls_checkin(key if key in _rpools else 0, id(connection))
         return release
     def mk_pool_disconnect(orig):
         def disconnect(self, *a, **kw):
             orig(self, *a, **kw)
-            if _rpools.get(id(self)):
-                _safe(_ls_close, id(self))
+            if id(self) in _rpools:
+                _ls_close(id(self))
         return disconnect
     def mk_connect(orig):
         def connect(self):
             if getattr(self, '_sock', None) is not None:
                 return orig(self)
             pool = getattr(_tls, 'redis_pool', None)
+            pkey = id(pool) if pool is not None else 0
+            if pkey and pkey in _rpools and not _ls_known(pkey):
+                _ls_open(DRV_REDISPY, HK_POOL, pkey, 0)  # closed by disconnect(), used again
             h = id(self)
             _ls_push(DRV_REDISPY, h, 0, 0)  # one stack walk, reused by the open below
             try:
-                _safe(_ls_open, DRV_REDISPY, HK_CLIENT, h, _redis_pool_handle(pool))
+                _ls_open(DRV_REDISPY, HK_CLIENT, h, pkey if pkey in _rpools else 0)
                 orig(self)
             except BaseException:
                 if getattr(self, '_sock', None) is None:
-                    _safe(_ls_close, h)
+                    _ls_close(h)
                 raise
             finally:
                 _ls_pop()
-            _rconns[h] = True
+            _rconns.add(h)
         return connect
     def mk_disconnect(orig):
         def disconnect(self, *a, **kw):
             try:
                 return orig(self, *a, **kw)
             finally:
-                if _rconns.pop(id(self), None) and getattr(self, '_sock', None) is None:
-                    _safe(_ls_close, id(self))
+                h = id(self)
+                if h in _rconns and getattr(self, '_sock', None) is None:
+                    _rconns.discard(h)
+                    _ls_close(h)
         return disconnect
     for cls in list(vars(m).values()):
         if not isinstance(cls, type):
             continue
         if 'get_connection' in vars(cls):
-            if cls.__name__ == 'ConnectionPool':
+            if 'reset' in vars(cls):
+                _wrap(cls, 'reset', mk_pool_reset)
+            elif cls.__name__ == 'ConnectionPool':
                 _wrap(cls, '__init__', mk_pool_init)
             _wrap(cls, 'get_connection', mk_get)
             _wrap(cls, 'release', mk_release)

@@ -192,9 +192,14 @@ def main():
     for mod in ("bench_drivers", "bench_python"):
         if (BENCH / f"{mod}.py").exists():
             importlib.import_module(mod).run(results)
-    print("\n%-58s %10s %10s %8s" % ("benchmark", "bare s", "shim s", "ratio"))
+    instr = {}
+    if os.environ.get("BENCH_CALLGRIND", "1") != "0":
+        importlib.import_module("callgrind").run(results, instr)
+    print("\n%-58s %10s %10s %8s %8s" % ("benchmark (time: medians; instr: callgrind)", "bare s", "shim s",
+                                         "time", "instr"))
     for name, b, s in results:
-        print("%-58s %10.3f %10.3f %8.3f" % (name, b, s, s / b))
+        ir = next((f"{r:8.3f}" for k, r in instr.items() if k in name), "       -")
+        print("%-58s %10.3f %10.3f %8.3f %s" % (name, b, s, s / b, ir))
 
 
 if __name__ == "__main__":

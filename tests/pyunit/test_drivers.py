@@ -154,6 +154,44 @@ def test_redis_client_marks_its_own_pool_private(boot, bridge):
     assert bridge.of("open") == [(6, 0, id(c), 0)] and bridge.of("checkout") == [(0, id(c))]
 
 
+def test_redis_wraps_a_class_once_when_two_names_share_it(boot, bridge):
+    client_mod, conn_mod = types.ModuleType("redis.client"), fake_redis_connection()
+
+    class Redis:
+        def __init__(self):
+            self.connection_pool = conn_mod.ConnectionPool()
+
+    client_mod.Redis = client_mod.StrictRedis = Redis  # as in redis-py: StrictRedis is Redis
+    ns = boot["_load"]("redis")
+    ns["patch_connection"](conn_mod)
+    ns["patch_client"](client_mod)
+    assert Redis.__init__.__wrapped__.__name__ == "__init__"
+    assert not hasattr(Redis.__init__.__wrapped__, "__wrapped__")  # one wrapper, not two
+
+
+def test_redis_pool_with_reset_is_registered_by_reset_once(boot, bridge):
+    m = fake_redis_connection()
+    resets = []
+
+    class ResettingPool(m.ConnectionPool):  # redis-py's pools end __init__ with reset()
+        def __init__(self, **kw):
+            self.kw = kw
+            self.reset()
+
+        def reset(self):
+            resets.append(self)
+
+        def get_connection(self, command_name, *keys):
+            return m.ConnectionPool.get_connection(self, command_name, *keys)
+
+    m.ConnectionPool = ResettingPool
+    boot["_load"]("redis")["patch_connection"](m)
+    pool = m.ConnectionPool(host="h", port=1)
+    assert pool.kw == {"host": "h", "port": 1} and resets == [pool]
+    pool.reset()  # after a fork: the same pool, not a second handle
+    assert [o for o in bridge.of("open") if o[1] == 1] == [(6, 1, id(pool), 0)]
+
+
 def test_pymongo_pool_sockets_are_clients_and_monitors_background(boot, bridge):
     topo_mod, pool_mod = types.ModuleType("pymongo.topology"), types.ModuleType("pymongo.pool")
 
