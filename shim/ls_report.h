@@ -308,7 +308,8 @@ typedef struct ls_counts {
     int over_threshold;     /* checkouts held longer than threshold */
     double oldest_checkout; /* seconds, 0 when none */
 } ls_counts;
-void ls_counts_take(ls_counts *c, double now, double threshold);
+/* by_service: also the open[][] table by database (the metrics file; a lookup per socket). */
+void ls_counts_take(ls_counts *c, double now, double threshold, int by_service);
 void ls_metrics_write(const ls_counts *c); /* metrics=DIR: the textfile, replaced atomically */
 void ls_metrics_remove(void);              /* at exit: this process's file is removed */
 void ls_metrics_after_fork(void);          /* atfork child */
