@@ -7,6 +7,7 @@ DESTDIR ?=
 LIBDIR  ?= $(PREFIX)/lib
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
+INCLUDEDIR ?= $(PREFIX)/include
 # The one version string lives in shim/ls_version.h (`make version` prints it).
 VERSION := $(shell sed -n 's/^.define LEAKSHIM_VERSION "\(.*\)"$$/\1/p' shim/ls_version.h)
 
@@ -35,7 +36,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 HOOK_SRC := $(sort $(wildcard shim/hook_*.c))
 CORE_SRC := $(sort $(filter-out shim/init.c $(HOOK_SRC),$(wildcard shim/*.c)))
 SHIM_SRC := $(CORE_SRC) shim/init.c $(HOOK_SRC)
-SHIM_HDR := $(wildcard shim/*.h) shim/drivers.def
+SHIM_HDR := $(wildcard shim/*.h) shim/drivers.def shim/include/leakshim.h
 SHIM     := shim/libleakshim.so
 TOOL     := tools/leakshim
 TOOL_SRC := tools/leakshim.c shim/options.c shim/rawio.c shim/outfile.c tools/attach.c
@@ -146,7 +147,8 @@ tests/unit/test_%: tests/unit/test_%.c $(UNIT_UTIL) $(CORE_SRC) $(SHIM_HDR) test
 PY_DRIVERS  := $(addprefix DRV_,$(shell grep -o '^DRIVER.[A-Z0-9_]*' shim/drivers.def | cut -c8-))
 PY_INJECTED := _ls_open,_ls_close,_ls_known,_ls_adopt_fd,_ls_checkout,_ls_checkin,_ls_push,_ls_pop,_ls_capture,\
 	_ls_scope,_ls_report_exit,_ls_warn,_ls_verbosity,_ls_source,_ls_code,HK_CLIENT,HK_POOL,_LS_INSTALL,_tls,\
-	_refs,_msocks,_weakref,_on_death,_wrap,_safe,_pgkey,_pg_member $(PY_DRIVERS)
+	_refs,_msocks,_weakref,_on_death,_wrap,_safe,_pgkey,_pg_member,_ls_attr,_ls_attr_var,_ls_attr_process,_ls_seq,\
+	_ls_live,_ls_suppress,_attribution $(PY_DRIVERS)
 comma := ,
 .PHONY: pyunit
 pyunit:
@@ -261,7 +263,7 @@ options-md: $(TOOL)
 
 FMT_SRC := $(wildcard shim/*.c shim/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/integration/progs/*.c \
 	tests/bench/*.c samples/*.c)
-FMT_SRC += $(wildcard tests/fuzz/*.c)
+FMT_SRC += $(wildcard tests/fuzz/*.c) shim/include/leakshim.h
 format-check:
 	$(Q)clang-format --dry-run --Werror $(FMT_SRC) && echo "  FORMAT  ok"
 
@@ -272,9 +274,12 @@ install: $(SHIM) $(TOOL) $(MAN)
 	install -m 0755 $(SHIM) $(DESTDIR)$(LIBDIR)/libleakshim.so
 	install -m 0755 $(TOOL) $(DESTDIR)$(BINDIR)/leakshim
 	install -m 0644 $(MAN) $(DESTDIR)$(MANDIR)/man1/leakshim.1
+	install -d $(DESTDIR)$(INCLUDEDIR)
+	install -m 0644 shim/include/leakshim.h $(DESTDIR)$(INCLUDEDIR)/leakshim.h
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim $(DESTDIR)$(MANDIR)/man1/leakshim.1
+	rm -f $(DESTDIR)$(LIBDIR)/libleakshim.so $(DESTDIR)$(BINDIR)/leakshim $(DESTDIR)$(MANDIR)/man1/leakshim.1 \
+		$(DESTDIR)$(INCLUDEDIR)/leakshim.h
 
 clean:
 	rm -rf $(SHIM) $(TOOL) $(MAN) $(UNIT_BIN) $(SAMPLE_BIN) $(PROG_BIN) $(BENCH_BIN) build .pytest_cache tests/integration/__pycache__

@@ -37,7 +37,9 @@ demo_packages=(
 # Everything else: `make test` (format check, unit tests with cmocka, ASan/UBSan, integration tests
 # against PostgreSQL, Redis, MariaDB and the MongoDB wire server, libFuzzer with clang 14),
 # `make bench`, the man page (scdoc), pyflakes, the report schema's checks (jsonschema), gdb
-# (`leakshim attach` runs it; tests/integration/test_attach.py).
+# (`leakshim attach` runs it; tests/integration/test_attach.py), chromium (the HTML report, headless),
+# prometheus (promtool checks the metrics textfile), the web frameworks and pytest-xdist the
+# test-suite and route tests drive.
 # ca-certificates: npm fetches the MongoDB wire server over HTTPS.
 test_packages=(
     build-essential binutils valgrind procps util-linux clang-format
@@ -50,6 +52,8 @@ test_packages=(
     python3-sqlalchemy python3-jsonschema python3-pyflakes
     chromium prometheus
     gdb
+    python3-fastapi python3-starlette python3-uvicorn python3-flask python3-httpx
+    python3-pytest-xdist
 )
 
 packages=("${demo_packages[@]}")

@@ -95,6 +95,10 @@ static struct {
     void (*Err_Restore)(PyObject *, PyObject *, PyObject *);
     void (*Err_Print)(void);
     PyObject *None;
+    /* Optional (attribution contexts, issue 11): without them labels come from the environment. */
+    int (*ContextVar_Get)(PyObject *, PyObject *, PyObject **);
+    PyObject *(*Tuple_Pack)(Py_ssize_t, ...);
+    PyObject *(*Long_FromUnsignedLongLong)(unsigned long long);
 } py;
 
 /* 1 once every required symbol resolved (the host is CPython 3.11+). */
@@ -144,6 +148,9 @@ static int resolve_api(void)
     /* Optional: without them the embedded files are compiled from source. */
     PYSYM(Import_GetMagicNumber, "PyImport_GetMagicNumber");
     PYSYM(Marshal_ReadObjectFromString, "PyMarshal_ReadObjectFromString");
+    PYSYM(ContextVar_Get, "PyContextVar_Get");
+    PYSYM(Tuple_Pack, "PyTuple_Pack");
+    PYSYM(Long_FromUnsignedLongLong, "PyLong_FromUnsignedLongLong");
     /* Optional: 3.13 renamed it Py_IsFinalizing. */
     if (!PYSYM(IsFinalizing, "Py_IsFinalizing"))
         PYSYM(IsFinalizing, "_Py_IsFinalizing");
@@ -346,9 +353,67 @@ static int walk_locked(ls_pyframe *out, int max)
     return n;
 }
 
+/* ------------------------------------------------------------------ attribution contexts (attrib.c)
+ * The current test or route is kept by the Python side in a contextvars.ContextVar (so it follows
+ * asyncio tasks and the thread pools that copy contexts), whose value is the attribution value
+ * (attrib.c). It is read here during the stack walk, GIL held. Without a value, pytest's
+ * PYTEST_CURRENT_TEST ("tests/x.py::test_a (call)") names the test. */
+static PyObject *attr_var;           /* set by _ls_attr_var; a strong reference, kept */
+static LS_TLS uint64_t py_attr_last; /* the value read by this thread's last capture */
+static char env_last[1024];          /* GIL held: the last PYTEST_CURRENT_TEST interned */
+static uint32_t env_last_id;
+
+static uint64_t attr_from_env(void)
+{
+    const char *t = getenv("PYTEST_CURRENT_TEST"); /* GIL held: os.environ's putenv cannot race */
+    if (!t || !*t || strlen(t) >= sizeof env_last || !strcmp(t, ls_inherited_test()))
+        return 0; /* none, or the parent's test (this process is one a test started) */
+    if (env_last_id && !strcmp(t, env_last))
+        return env_last_id;
+    char label[sizeof env_last], *phase = "";
+    strcpy(label, t);
+    char *open = strrchr(label, '(');
+    size_t n = strlen(label);
+    if (open && open > label && open[-1] == ' ' && label[n - 1] == ')') {
+        open[-1] = 0;
+        label[n - 1] = 0;
+        phase = open + 1;
+    }
+    env_last_id = ls_attr_intern(label, phase);
+    strcpy(env_last, t);
+    return env_last_id;
+}
+
+/* GIL held. The task's (or thread's) attribution value, 0 if none; the host's error state kept. */
+static uint64_t attr_locked(void)
+{
+    uint64_t a = 0;
+    if (attr_var && py.ContextVar_Get) {
+        PyObject *et, *ev, *tb, *v = NULL;
+        py.Err_Fetch(&et, &ev, &tb);
+        if (py.ContextVar_Get(attr_var, NULL, &v) == 0 && v) {
+            a = py.Long_AsUnsignedLongLong(v);
+            py.DecRef(v);
+        }
+        if (py.Err_Occurred()) {
+            py.Err_Clear();
+            a = 0;
+        }
+        py.Err_Restore(et, ev, tb);
+    }
+    return a ? a : attr_from_env();
+}
+
+/* ls_attr_py_hook: what the last capture on this thread read. */
+static uint64_t attr_hook(void)
+{
+    return py_attr_last;
+}
+
 /* Any thread. Takes the GIL only if the thread is one Python knows. */
 static ls_stack_id capture(void)
 {
+    py_attr_last = 0;
     if (!py.IsInitialized())
         return 0;
     if (py.IsFinalizing && py.IsFinalizing())
@@ -360,6 +425,7 @@ static ls_stack_id capture(void)
     memset(frames, 0, sizeof frames);
     PyGILState_STATE st = py.GILState_Ensure(); /* cheap when this thread already holds it */
     int n = walk_locked(frames, py_max_frames());
+    py_attr_last = attr_locked();
     py.GILState_Release(st);
     /* The strings are interned for good, so interning the stack needs no GIL. */
     return n > 0 ? ls_pystack_intern(frames, n) : 0;
@@ -374,12 +440,16 @@ static LS_TLS ls_stack_id scope_stack[PY_SCOPES];
 /* The handle and stack of this thread's last _ls_push (a connect), for the checkout after it. */
 static LS_TLS uintptr_t last_push_handle;
 static LS_TLS ls_stack_id last_push_stack;
+static LS_TLS uint64_t last_push_attr;
+static LS_TLS uint64_t scope_attr[PY_SCOPES]; /* the attribution read with that stack */
 
 /* ls_pystack_hook. Called by the core with ls_in_shim set, outside its locks. */
 static ls_stack_id pystack_hook(void)
 {
-    if (scope_depth > 0 && scope_depth <= PY_SCOPES && scope_stack[scope_depth - 1])
+    if (scope_depth > 0 && scope_depth <= PY_SCOPES && scope_stack[scope_depth - 1]) {
+        py_attr_last = scope_attr[scope_depth - 1];
         return scope_stack[scope_depth - 1];
+    }
     return capture();
 }
 
@@ -461,12 +531,15 @@ FASTCALL_FN(f_checkout)
              * (redis-py connects inside get_connection) is checked out at its connect's stack. */
             ls_stack_id st = a[1] && a[1] == last_push_handle ? last_push_stack : 0;
             last_push_handle = 0;
-            if (!st)
+            if (st)
+                py_attr_last = last_push_attr; /* read with that stack */
+            else
                 st = capture();
             int d = scope_depth;
             if (d < PY_SCOPES) {
                 scope_prev[d] = ls_ctx_current();
                 scope_stack[d] = st;
+                scope_attr[d] = py_attr_last;
                 scope_depth++;
             }
             ls_pool_checkout((uintptr_t)a[0], (uintptr_t)a[1]);
@@ -499,8 +572,10 @@ FASTCALL_FN(f_push)
         ls_stack_id st = capture();
         scope_prev[scope_depth] = ls_ctx_push((int)a[0], (uintptr_t)a[1], (uintptr_t)a[2], (int)a[3]);
         scope_stack[scope_depth] = st;
+        scope_attr[scope_depth] = py_attr_last;
         last_push_handle = (uintptr_t)a[1];
         last_push_stack = st;
+        last_push_attr = py_attr_last;
     }
     scope_depth++;
     return ret_none();
@@ -540,11 +615,111 @@ FASTCALL_FN(f_scope)
         a[0] = 0;
     if (scope_depth < PY_SCOPES) {
         ls_stack_id st = a[0] ? (ls_stack_id)a[0] : capture();
+        if (a[0]) /* a stack taken earlier: the context is the one current now */
+            py_attr_last = attr_locked();
         scope_prev[scope_depth] = ls_ctx_current();
         scope_stack[scope_depth] = st;
+        scope_attr[scope_depth] = py_attr_last;
     }
     scope_depth++;
     return ret_none();
+}
+
+/* ------------------------------------------------------------------ attribution and the public API
+ * for the Python side (pytest plugin, unittest, ASGI/WSGI routes: attribution.py, pytest_plugin.py) */
+
+/* _ls_attr(label, phase) -> the attribution id (0 if label is empty). */
+FASTCALL_FN(f_attr)
+{
+    (void)self;
+    uint32_t id = 0;
+    if (nargs == 2) {
+        const char *l = py.Unicode_AsUTF8(args[0]), *p = l ? py.Unicode_AsUTF8(args[1]) : NULL;
+        if (l && p) {
+            LS_RECORD(id = ls_attr_intern(l, p));
+        } else
+            py.Err_Clear();
+    }
+    return py.Long_FromLong((long)id);
+}
+
+/* _ls_attr_var(contextvar): the ContextVar captures read (its value: an attribution value). */
+FASTCALL_FN(f_attr_var)
+{
+    (void)self;
+    if (nargs == 1 && !attr_var) {
+        py.IncRef(args[0]);
+        attr_var = args[0];
+    }
+    return ret_none();
+}
+
+/* _ls_attr_process(value): the value threads without a context of their own record. */
+FASTCALL_FN(f_attr_process)
+{
+    (void)self;
+    unsigned long long a[1];
+    if (!get_u64(args, nargs, 1, a))
+        ls_attr_set_process((uint64_t)a[0]);
+    return ret_none();
+}
+
+/* _ls_seq() -> the creation counter (leakshim_creations). */
+FASTCALL_FN(f_seq)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    return py.Long_FromUnsignedLongLong ? py.Long_FromUnsignedLongLong(ls_seq_now())
+                                        : py.Long_FromLong((long)ls_seq_now());
+}
+
+/* _ls_live(want_text, lo, hi, lo, hi, ...) -> (leaks, json, text or None): what was created in
+ * those ranges of the counter and is still open, as an exit report of just that (hi 0: no end). */
+FASTCALL_FN(f_live)
+{
+    (void)self;
+    enum { MAXR = 64 };
+    unsigned long long a[1 + 2 * MAXR];
+    if (nargs < 1 || nargs > 1 + 2 * MAXR || !(nargs & 1) || get_u64(args, nargs, nargs, a) || !py.Tuple_Pack)
+        return ret_none();
+    uint64_t r[2 * MAXR];
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        r[i - 1] = a[i];
+    ls_buf json = {0}, text = {0};
+    int leaks = 0, rc = -1;
+    LS_RECORD(rc = ls_report_live_in(r, (size_t)(nargs - 1) / 2, &json, a[0] ? &text : NULL, &leaks));
+    PyObject *out = NULL;
+    if (rc == 0 && !json.oom && json.data) {
+        PyObject *n = py.Long_FromLong(leaks), *j = py.Unicode_DecodeUTF8(json.data, (Py_ssize_t)json.len, "replace");
+        PyObject *t = text.data ? py.Unicode_DecodeUTF8(text.data, (Py_ssize_t)text.len, "replace") : NULL;
+        if (n && j)
+            out = py.Tuple_Pack(3, n, j, t ? t : py.None);
+        if (n)
+            py.DecRef(n);
+        if (j)
+            py.DecRef(j);
+        if (t)
+            py.DecRef(t);
+    }
+    ls_buf_free(&json);
+    ls_buf_free(&text);
+    if (!out && py.Err_Occurred())
+        py.Err_Clear();
+    return out ? out : ret_none();
+}
+
+/* _ls_suppress(pattern) -> True if added: a suppressions pattern (the `leak:` part removed). */
+FASTCALL_FN(f_suppress)
+{
+    (void)self;
+    int ok = 0;
+    const char *s = nargs == 1 ? py.Unicode_AsUTF8(args[0]) : NULL;
+    if (s) {
+        LS_RECORD(ok = ls_suppressions_add(s) == 0);
+    } else
+        py.Err_Clear();
+    return py.Bool_FromLong(ok);
 }
 
 /* Registered with Python's atexit: the exit report while the program's sockets are still open.
@@ -587,7 +762,7 @@ FASTCALL_FN(f_verbosity)
  * instructions) instead of compiled (~13M for boot.py), which is most of what a Python process
  * pays at start; any other interpreter compiles the source. boot.py runs once; each driver file
  * only when that driver is first imported (boot.py asks for it by name). */
-#define LS_PY_FILES(X) X(boot) X(psycopg2) X(redis) X(pymongo) X(sqlalchemy)
+#define LS_PY_FILES(X) X(boot) X(psycopg2) X(redis) X(pymongo) X(sqlalchemy) X(attribution) X(pytest_plugin)
 #define LS_PY_EMBED(n)                                                                                                 \
     __asm__(".pushsection .rodata\n"                                                                                   \
             ".hidden ls_py_" #n "_start\n"                                                                             \
@@ -684,6 +859,12 @@ static PyMethodDef py_methods[] = {
     {"_ls_verbosity", FC(f_verbosity), PY_METH_FASTCALL, NULL},
     {"_ls_source", FC(f_source), PY_METH_FASTCALL, NULL},
     {"_ls_code", FC(f_code), PY_METH_FASTCALL, NULL},
+    {"_ls_attr", FC(f_attr), PY_METH_FASTCALL, NULL},
+    {"_ls_attr_var", FC(f_attr_var), PY_METH_FASTCALL, NULL},
+    {"_ls_attr_process", FC(f_attr_process), PY_METH_FASTCALL, NULL},
+    {"_ls_seq", FC(f_seq), PY_METH_FASTCALL, NULL},
+    {"_ls_live", FC(f_live), PY_METH_FASTCALL, NULL},
+    {"_ls_suppress", FC(f_suppress), PY_METH_FASTCALL, NULL},
 };
 
 /* GIL held (audit hook). Runs boot.py once in a private namespace. */
@@ -867,6 +1048,7 @@ __attribute__((constructor)) static void leakshim_python_ctor(void)
         return; /* older than 3.10, or a stripped build */
     py_ok = 1;
     ls_pystack_hook = pystack_hook;
+    ls_attr_py_hook = attr_hook;
     if (debug_allocator_likely())
         return;
     if (py.IsInitialized()) {

@@ -75,6 +75,7 @@ static void atfork_prepare(void)
     ls_signal_atfork(0);
     ls_altstack_atfork(0);
     ls_suppressions_atfork(0);
+    ls_attr_atfork(0);
     ls_registry_lock_all();
     ls_stack_lock_all();
 }
@@ -82,6 +83,7 @@ static void atfork_parent(void)
 {
     ls_stack_unlock_all(0);
     ls_registry_unlock_all(0);
+    ls_attr_atfork(1);
     ls_suppressions_atfork(1);
     ls_altstack_atfork(1);
     ls_signal_atfork(1);
@@ -90,6 +92,7 @@ static void atfork_child(void)
 {
     ls_stack_unlock_all(1);
     ls_registry_unlock_all(1);
+    ls_attr_atfork(2);
     ls_signal_atfork(2);
     ls_altstack_atfork(2);
     ls_suppressions_atfork(2);
@@ -112,7 +115,11 @@ static void at_exit(void)
     if (ls_take_dump_request()) /* asked for just before exit */
         ls_report_snapshot();
     int leaks = ls_report_exit();
-    if (leaks > 0 && ls_opt.exitcode) {
+    /* Only a run that would exit 0 fails for leaks (a failing suite keeps its own status); a
+     * child a test started gates only with children=gate. Unknown status (attached late): gate. */
+    int status = ls_exit_status();
+    int gate = ls_opt.children == LS_CHILD_GATE || !ls_suite_child();
+    if (leaks > 0 && ls_opt.exitcode && status <= 0 && gate) {
         fflush(NULL); /* _exit skips stdio: keep the host's buffered output */
         _exit(ls_opt.exitcode);
     }
@@ -129,6 +136,7 @@ static void do_init(void)
 {
     ls_in_shim++;
     ls_options_defaults(&ls_opt);
+    ls_exitpolicy_init();
     /* Loaded late by `leakshim attach`: the options came with it, the environment is the host's. */
     const char *given = ls_attach_options();
     ls_options_parse(&ls_opt, given ? given : getenv("LEAKSHIM_OPTIONS"), opt_err, NULL);

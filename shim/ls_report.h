@@ -113,6 +113,7 @@ typedef struct ls_mgroup {
     size_t first, n;         /* items: m->order[first .. first+n), oldest first */
     size_t sfirst, sn;       /* member sockets: m->gsocks[sfirst .. sfirst+sn) */
     size_t hfirst, hn;       /* member handles: m->ghands[hfirst .. hfirst+hn) */
+    size_t cfirst, cn;       /* attribution contexts of its members: m->ctxs[cfirst .. cfirst+cn) */
 } ls_mgroup;
 
 typedef struct ls_mpool {
@@ -209,6 +210,16 @@ typedef struct ls_report_input {
     size_t ntl_groups;
 } ls_report_input;
 
+/* An attribution context (a test id and phase, a request route) and what was created in it. */
+typedef struct ls_mctx {
+    const char *label, *phase; /* interned for the process lifetime (attrib.c) */
+    int count;                 /* members created (checkouts: checked out) in it */
+    int instances;             /* distinct numbered instances among them (requests), 0 if unnumbered */
+    int groups;                /* byctx: the groups they are in */
+} ls_mctx;
+/* "in test T (call)", "during POST /x, 3 requests": the wording shared by text and JSON titles. */
+void ls_text_context(ls_buf *b, const ls_mctx *c);
+
 typedef struct ls_model {
     ls_report_input in;
     const ls_snapshot *snap;
@@ -233,6 +244,10 @@ typedef struct ls_model {
     int churn_notable; /* a row to look at (many creations) or a leak: text shows the table */
     ls_msummary sum;
     int *tl_group; /* per in.tl_groups: the report group holding its connections now, -1 */
+    ls_mctx *ctxs; /* per group, most members first (report_context.c) */
+    size_t nctxs;
+    ls_mctx *byctx; /* exit: leaks by context; snapshot: reported items by context */
+    size_t nbyctx;
 } ls_model;
 
 /* Model internals shared by report_model.c and report_summary.c. */
@@ -243,6 +258,7 @@ int ls_model_churn(ls_model *m);
 int ls_model_rows(ls_model *m);
 int ls_model_suspects(ls_model *m);
 void ls_model_summarize(ls_model *m);
+int ls_model_contexts(ls_model *m); /* report_context.c: fills ctxs, byctx and each group's cfirst/cn */
 
 /* Builds m from in (no I/O but in->symbolize). 0, or -1 out of memory (m is then empty). */
 int ls_model_build(ls_model *m, const ls_report_input *in);
@@ -292,7 +308,8 @@ typedef struct ls_counts {
     int over_threshold;     /* checkouts held longer than threshold */
     double oldest_checkout; /* seconds, 0 when none */
 } ls_counts;
-void ls_counts_take(ls_counts *c, double now, double threshold);
+/* by_service: also the open[][] table by database (the metrics file; a lookup per socket). */
+void ls_counts_take(ls_counts *c, double now, double threshold, int by_service);
 void ls_metrics_write(const ls_counts *c); /* metrics=DIR: the textfile, replaced atomically */
 void ls_metrics_remove(void);              /* at exit: this process's file is removed */
 void ls_metrics_after_fork(void);          /* atfork child */

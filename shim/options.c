@@ -35,7 +35,8 @@ static const char default_paths[] = ""
     OPT(FORMAT, format, "text", "text|json|both",                                                                      \
         "report format; `both` writes text to `report` and JSON to `report`.json")                                     \
     OPT(SIGNAL, signal, "USR2", "NAME|NUMBER|none", "signal that dumps a live snapshot")                               \
-    OPT(INT, exitcode, "0", "0-255", "exit with this status if database sockets leaked (0 = off)")                     \
+    OPT(INT, exitcode, "0", "0-255",                                                                                   \
+        "exit with this status if database sockets leaked and the program would have exited 0 (0 = off)")              \
     OPT(DOUBLE, threshold, "30", "SECONDS",                                                                            \
         "checked out or idle longer than this is a suspect; live warning once per checkout")                           \
     OPT(INT, frames, "32", "1-64", "native frames captured per stack")                                                 \
@@ -53,7 +54,10 @@ static const char default_paths[] = ""
         "text reports fold library and interpreter frames into one line each (JSON keeps all)")                        \
     OPT(BOOL, help, "0", "0|1", "print this table to stderr at start-up")                                              \
     OPT(STR, metrics, "", "DIR",                                                                                       \
-        "Prometheus textfile directory: gauges written every `interval` (node_exporter's textfile collector)")
+        "Prometheus textfile directory: gauges written every `interval` (node_exporter's textfile collector)")         \
+    OPT(CHILDREN, children, "file", "file|report|gate",                                                                \
+        "processes a test under the shim starts: `file` = a report only if `report` is a path, status untouched; "     \
+        "`report` = report as the parent does, status untouched; `gate` = also `exitcode`")
 
 struct opt_desc {
     const char *name, *def, *valid, *desc;
@@ -467,6 +471,16 @@ static int set_help(ls_options *o, const char *v, char *why)
 {
     long x;
     return parse_long(v, 0, 1, &x, why) ? -1 : (o->help = (int)x, 0);
+}
+
+static int set_children(ls_options *o, const char *v, char *why)
+{
+    (void)why;
+    static const char *const names[] = {"file", "report", "gate"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(v, names[i]))
+            return o->children = i, 0;
+    return -1;
 }
 
 typedef int (*setter_fn)(ls_options *, const char *, char *);

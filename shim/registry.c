@@ -188,8 +188,10 @@ static int my_tid(void)
 
 /* ------------------------------------------------------------------ attribution context */
 
-/* Python stack of the outermost driver call this thread left last; ls_handle_open_after takes it. */
+/* Python stack (and attribution) of the outermost driver call this thread left last;
+ * ls_handle_open_after takes them. */
 static LS_TLS ls_stack_id tls_last_pystack;
+static LS_TLS uint64_t tls_last_attr;
 
 ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
 {
@@ -199,19 +201,24 @@ ls_ctx ls_ctx_push(int driver, uintptr_t h, uintptr_t pool, int background)
     tls_ctx.pool = pool;
     tls_ctx.background = background;
     tls_ctx.pystack = 0;
+    tls_ctx.attr = 0;
     if (!prev.driver) {
         tls_npending = 0;
         tls_last_pystack = 0;
+        tls_last_attr = 0;
     }
     return prev;
 }
 
 void ls_ctx_pop(ls_ctx prev)
 {
-    if (!prev.driver)
+    if (!prev.driver) {
         tls_last_pystack = tls_ctx.pystack;
-    else if (!prev.pystack) /* the enclosing call's sockets get it too */
+        tls_last_attr = tls_ctx.attr;
+    } else if (!prev.pystack) { /* the enclosing call's sockets get it too */
         prev.pystack = tls_ctx.pystack;
+        prev.attr = tls_ctx.attr;
+    }
     tls_ctx = prev;
 }
 
@@ -298,11 +305,22 @@ static void record_connect(void *arg)
     if (fstat(fd, &st) != 0)
         return;
     /* Stacks before the lock: capture may take the loader lock, and the Python hook the GIL. A
-     * driver call's later sockets reuse its first one's; when the Python stack names the line, the
-     * native unwind through the interpreter adds nothing but cost. */
-    ls_stack_id pystack = ctx.driver && ctx.pystack ? ctx.pystack : ls_pystack_capture();
-    if (ctx.driver)
-        tls_ctx.pystack = pystack;
+     * driver call's later sockets reuse its first one's Python stack (and the attribution read
+     * with it); when the Python stack names the line, the native unwind through the interpreter
+     * adds nothing but cost. */
+    ls_stack_id pystack;
+    uint64_t attr;
+    if (ctx.driver && ctx.pystack) {
+        pystack = ctx.pystack;
+        attr = ctx.attr;
+    } else {
+        pystack = ls_pystack_capture();
+        attr = ls_attr_current();
+        if (ctx.driver) {
+            tls_ctx.pystack = pystack;
+            tls_ctx.attr = attr;
+        }
+    }
     ls_stack_id stack = pystack ? 0 : ls_stack_capture();
     conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -319,6 +337,8 @@ static void record_connect(void *arg)
     c->tid = my_tid();
     c->stack = stack;
     c->pystack = pystack;
+    c->attr = attr;
+    c->seq = ls_seq_next();
 
     pthread_mutex_lock(&ls_reg_lock);
     if (ls_reg_fd_get(fd))
@@ -458,19 +478,26 @@ void ls_on_fork_child(void)
 
 /* ------------------------------------------------------------------ ls_reg_handles and pools */
 
-static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack);
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack,
+                             uint64_t attr);
 
 struct handle_args {
     int driver, kind;
     uintptr_t h, pool;
-    ls_stack_id pystack; /* 0: capture it */
+    ls_stack_id pystack; /* 0: capture it (and the attribution) */
+    uint64_t attr;
 };
 
 static void record_handle(void *arg)
 {
     const struct handle_args *a = arg;
-    ls_stack_id pystack = a->pystack ? a->pystack : ls_pystack_capture();
-    handle_open_with(a->driver, a->kind, a->h, a->pool, pystack ? 0 : ls_stack_capture(), pystack);
+    ls_stack_id pystack = a->pystack;
+    uint64_t attr = a->attr;
+    if (!pystack) {
+        pystack = ls_pystack_capture();
+        attr = ls_attr_current();
+    }
+    handle_open_with(a->driver, a->kind, a->h, a->pool, pystack ? 0 : ls_stack_capture(), pystack, attr);
 }
 
 void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
@@ -478,22 +505,25 @@ void ls_handle_open(int driver, int kind, uintptr_t h, uintptr_t pool)
     if (!h || LS_UNLIKELY(__atomic_load_n(&ls_paused, __ATOMIC_RELAXED)))
         return;
     OWNER_OR_RETURN();
-    struct handle_args a = {driver, kind, h, pool, 0};
+    struct handle_args a = {driver, kind, h, pool, 0, 0};
     ls_on_private_stack(record_handle, &a);
 }
 
 void ls_handle_open_after(int driver, int kind, uintptr_t h, uintptr_t pool)
 {
     ls_stack_id pystack = tls_last_pystack;
+    uint64_t attr = tls_last_attr;
     tls_last_pystack = 0;
+    tls_last_attr = 0;
     if (!h)
         return;
     OWNER_OR_RETURN();
-    struct handle_args a = {driver, kind, h, pool, pystack};
+    struct handle_args a = {driver, kind, h, pool, pystack, attr};
     ls_on_private_stack(record_handle, &a);
 }
 
-static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack)
+static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, ls_stack_id stack, ls_stack_id pystack,
+                             uint64_t attr)
 {
     handle *e = calloc(1, sizeof *e);
     if (!e)
@@ -506,6 +536,8 @@ static void handle_open_with(int driver, int kind, uintptr_t h, uintptr_t pool, 
     e->stack = stack;
     e->pystack = pystack;
     e->tid = my_tid();
+    e->attr = attr;
+    e->seq = ls_seq_next();
     pthread_mutex_lock(&ls_reg_lock);
     handle *old = ls_reg_handle_get(h);
     if (old) { /* address reused after a free we did not see, or opened twice: keep the newest */
@@ -629,13 +661,14 @@ static void record_checkout(void *arg)
     /* A checkout happens per request: when the Python stack names the line, the interpreter's
      * native frames add nothing but cost. */
     ls_stack_id pystack = ls_pystack_capture();
+    uint64_t attr = ls_attr_current();
     ls_stack_id stack = pystack ? 0 : ls_stack_capture();
     pthread_mutex_lock(&ls_reg_lock);
     handle *e = ls_reg_handle_get(client), *p = ls_reg_handle_get(pool);
     int drv = p ? p->driver : LS_DRV_PYTHON;
     pthread_mutex_unlock(&ls_reg_lock);
     if (!e)
-        handle_open_with(drv, LS_HK_CLIENT, client, pool, stack, pystack);
+        handle_open_with(drv, LS_HK_CLIENT, client, pool, stack, pystack, attr);
     pthread_mutex_lock(&ls_reg_lock);
     e = ls_reg_handle_get(client);
     if (e) {
@@ -645,6 +678,8 @@ static void record_checkout(void *arg)
         e->checkout_time = ls_now();
         e->co_stack = stack;
         e->co_pystack = pystack;
+        e->co_attr = attr;
+        e->co_seq = ls_seq_next();
     }
     pthread_mutex_unlock(&ls_reg_lock);
 }

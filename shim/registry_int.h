@@ -20,7 +20,8 @@ typedef struct conn {
     double created;
     int tid;
     ls_stack_id stack, pystack;
-    int before_attach; /* found open at attach time */
+    int before_attach;  /* found open at attach time */
+    uint64_t attr, seq; /* attribution at creation, creation number (attrib.c) */
     UT_hash_handle hh;
 } conn;
 
@@ -34,6 +35,7 @@ typedef struct handle {
     double created, checkout_time;
     ls_stack_id stack, pystack, co_stack, co_pystack;
     int tid;
+    uint64_t attr, seq, co_attr, co_seq;
     UT_hash_handle hh;
 } handle;
 

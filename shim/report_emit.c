@@ -271,8 +271,10 @@ int ls_report_exit(void)
         return ls_exit_leaks() > 0 ? ls_exit_leaks() : 0;
     ls_buf text = {0}, json = {0};
     int leaks = 0;
-    build(ls_opt.format != LS_FMT_JSON ? &text : NULL, ls_opt.format != LS_FMT_TEXT ? &json : NULL, LS_REPORT_EXIT, 0,
-          &leaks, 1);
+    /* A child a test started (children=file): never into a stderr the test may be reading. */
+    int quiet = ls_opt.children == LS_CHILD_FILE && !strcmp(ls_opt.report, "stderr") && ls_suite_child();
+    build(!quiet && ls_opt.format != LS_FMT_JSON ? &text : NULL, !quiet && ls_opt.format != LS_FMT_TEXT ? &json : NULL,
+          LS_REPORT_EXIT, 0, &leaks, 1);
     emit_report(&text, &json);
     ls_buf_free(&text);
     ls_buf_free(&json);
@@ -336,4 +338,89 @@ void ls_report_check_thresholds(void)
         ls_mstack_free(&nat);
     }
     ls_registry_snapshot_free(&s);
+}
+
+/* ------------------------------------------------------------------ what a test left behind
+ * (public C API, pytest plugin). The snapshot keeps the sockets and handles created (or checked
+ * out) in the ranges, plus as context the handles and pools they belong to: a pool made before
+ * the test keeps its idle clients quiet (pool-unclosed), a client made before it is not the
+ * test's (reported as inherited, i.e. not at all). Then it is an exit report of that part. */
+
+static int in_ranges(uint64_t s, const uint64_t *r, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (s > r[2 * i] && (!r[2 * i + 1] || s <= r[2 * i + 1]))
+            return 1;
+    return 0;
+}
+
+static void keep_only(ls_snapshot *s, const uint64_t *r, size_t nr)
+{
+    unsigned char *keep = calloc(s->nhandles ? s->nhandles : 1, 1); /* 1 primary, 2 context */
+    if (!keep) {
+        s->nconns = s->nhandles = 0;
+        return;
+    }
+    for (size_t j = 0; j < s->nhandles; j++) {
+        const ls_handle_view *h = &s->handles[j];
+        if (in_ranges(h->seq, r, nr) || (h->checked_out && in_ranges(h->co_seq, r, nr)))
+            keep[j] = 1;
+    }
+    size_t nc = 0;
+    for (size_t i = 0; i < s->nconns; i++) {
+        size_t j = ls_snap_find_handle(s, s->conns[i].handle);
+        if (!in_ranges(s->conns[i].seq, r, nr) && !(j != (size_t)-1 && keep[j] == 1))
+            continue;
+        if (j != (size_t)-1 && !keep[j])
+            keep[j] = 2;
+        s->conns[nc++] = s->conns[i];
+    }
+    s->nconns = nc;
+    for (size_t j = 0; j < s->nhandles; j++) /* the pools of what is kept */
+        if (keep[j]) {
+            size_t p = ls_snap_find_handle(s, s->handles[j].pool);
+            if (p != (size_t)-1 && !keep[p])
+                keep[p] = 2;
+        }
+    size_t nh = 0;
+    for (size_t j = 0; j < s->nhandles; j++) {
+        if (!keep[j])
+            continue;
+        s->handles[nh] = s->handles[j];
+        if (keep[j] == 2 && s->handles[nh].kind != LS_HK_POOL)
+            s->handles[nh].inherited = 1;
+        nh++;
+    }
+    s->nhandles = nh; /* still sorted by address */
+    free(keep);
+}
+
+int ls_report_live_in(const uint64_t *ranges, size_t nranges, ls_buf *json, ls_buf *text, int *leaks)
+{
+    inputs x;
+    ls_model m;
+    if (leaks)
+        *leaks = 0;
+    if (gather(&x, LS_REPORT_EXIT, json != NULL, json != NULL) < 0) {
+        inputs_free(&x);
+        return -1;
+    }
+    keep_only(&x.snap, ranges, nranges);
+    if (ls_model_build(&m, &x.in) < 0) {
+        inputs_free(&x);
+        return -1;
+    }
+    if (text) {
+        ls_render_opts o = render_opts(LS_REPORT_EXIT);
+        o.verbose = 0;
+        m.churn_notable = 0; /* whole-run creation counts say nothing about one test */
+        ls_render_text(text, &m, &o);
+    }
+    if (json)
+        ls_render_json(json, &m);
+    if (leaks)
+        *leaks = m.sum.leaks;
+    ls_model_free(&m);
+    inputs_free(&x);
+    return 0;
 }

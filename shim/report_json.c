@@ -265,6 +265,46 @@ static void header(jw *w, const ls_model *m)
     LIT(w, "}");
 }
 
+/* Attribution contexts (report_context.c): [{"label","phase","count","requests","groups","text"}]. */
+static void contexts(jw *w, const char *k, const ls_mctx *c, size_t n)
+{
+    key(w, k);
+    LIT(w, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            LIT(w, ",");
+        LIT(w, "{\"label\":");
+        jstr(w, c[i].label);
+        str(w, "phase", c[i].phase);
+        num(w, "count", c[i].count);
+        num(w, "requests", c[i].instances);
+        num(w, "groups", c[i].groups);
+        ls_buf t = {0};
+        ls_text_context(&t, &c[i]);
+        str(w, "text", t.data ? t.data : "");
+        ls_buf_free(&t);
+        LIT(w, "}");
+    }
+    LIT(w, "]");
+}
+
+/* One creation's attribution: {"label","phase","instance","seq"} or null. */
+static void context_of(jw *w, const char *k, uint64_t a, uint64_t seq)
+{
+    key(w, k);
+    const char *label = ls_attr_label(a);
+    if (!label) {
+        LIT(w, "null");
+        return;
+    }
+    LIT(w, "{\"label\":");
+    jstr(w, label);
+    str(w, "phase", ls_attr_phase(a));
+    num(w, "instance", (long long)(a >> 32));
+    num(w, "seq", (long long)seq);
+    LIT(w, "}");
+}
+
 static void groups(jw *w, const ls_model *m)
 {
     LIT(w, ",\"groups\":[");
@@ -324,7 +364,9 @@ static void groups(jw *w, const ls_model *m)
                 LIT(w, ",");
             jaddr(w, m->snap->handles[m->ghands[g->hfirst + k]].handle);
         }
-        LIT(w, "]}");
+        LIT(w, "]");
+        contexts(w, "contexts", m->ctxs + g->cfirst, g->cn);
+        LIT(w, "}");
     }
     LIT(w, "]");
 }
@@ -458,6 +500,8 @@ static void sockets(jw *w, const ls_model *m)
         boolean(w, "before_attach", c->before_attach);
         stack_ref(w, "stack", c->stack);
         stack_ref(w, "pystack", c->pystack);
+        num(w, "seq", (long long)c->seq);
+        context_of(w, "context", c->attr, c->seq);
         LIT(w, "}");
     }
     LIT(w, "]");
@@ -497,6 +541,9 @@ static void handles(jw *w, const ls_model *m)
         stack_ref(w, "pystack", h->pystack);
         stack_ref(w, "checkout_stack", h->co_stack);
         stack_ref(w, "checkout_pystack", h->co_pystack);
+        num(w, "seq", (long long)h->seq);
+        context_of(w, "context", h->attr, h->seq);
+        context_of(w, "checkout_context", h->checked_out ? h->co_attr : 0, h->co_seq);
         LIT(w, "}");
     }
     LIT(w, "]");
@@ -603,6 +650,7 @@ void ls_render_json(ls_buf *b, const ls_model *m)
     w->b = b;
     w->n = 0;
     header(w, m);
+    contexts(w, "contexts", m->byctx, m->nbyctx);
     groups(w, m);
     suspects_pools_churn(w, m);
     sockets(w, m);

@@ -501,6 +501,8 @@ void ls_model_free(ls_model *m)
     free(m->churn);
     free(m->rows);
     free(m->tl_group);
+    free(m->ctxs);
+    free(m->byctx);
     memset(m, 0, sizeof *m);
 }
 
@@ -562,7 +564,7 @@ int ls_model_build(ls_model *m, const ls_report_input *in)
         describe_groups(m);
         order_groups(m);
         ok = members(m, sock_item, hand_item) == 0 && ls_model_pools(m, hand_item) == 0 && ls_model_rows(m) == 0 &&
-             ls_model_suspects(m) == 0;
+             ls_model_suspects(m) == 0 && ls_model_contexts(m) == 0;
     }
     if (ok) {
         for (size_t g = 0; g < m->ngroups; g++) {

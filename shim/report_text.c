@@ -270,14 +270,32 @@ static void socket_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
     }
 }
 
+/* Where the group's members were created: test ids, request routes (report_context.c). */
+#define CONTEXTS_SHOWN 3
+static void context_lines(ls_buf *b, const ls_model *m, const ls_mgroup *g)
+{
+    const char *verb = g->cat == LS_CAT_CHECKOUT_LEAK || g->cat == LS_CAT_CHECKED_OUT ? "checked out" : "created";
+    for (size_t c = g->cfirst; c < g->cfirst + g->cn && c < g->cfirst + CONTEXTS_SHOWN; c++) {
+        ls_buf_printf(b, "    %d %s ", m->ctxs[c].count, verb);
+        ls_text_context(b, &m->ctxs[c]);
+        ls_buf_puts(b, "\n");
+    }
+    if (g->cn > CONTEXTS_SHOWN)
+        ls_buf_printf(b, "    ... and %zu more contexts (the JSON lists them all)\n", g->cn - CONTEXTS_SHOWN);
+}
+
 static void group_block(ls_buf *b, const ls_model *m, const ls_mgroup *g, const ls_render_opts *o)
 {
     ls_text_group_title(b, m, g);
     if (g->cat == LS_CAT_PRE_ATTACH) /* nobody saw them created: no stack, the title says so */
-        ls_buf_puts(b, o->sockets ? ":\n" : "\n");
+        ls_buf_puts(b, o->sockets ? ":
+" : "
+");
     else {
-        ls_buf_puts(b, ":\n");
+        ls_buf_puts(b, ":
+");
         text_stack(b, &g->where, o->fold, "    ");
+        context_lines(b, m, g);
     }
     if (o->sockets)
         socket_lines(b, m, g);
@@ -475,6 +493,14 @@ static void render_exit(ls_buf *b, const ls_model *m, const ls_render_opts *o)
             ls_buf_puts(b, "\n");
         churn_table(b, m, o, above && !quiet);
     }
+    if (m->nbyctx) { /* the suite's view: which test (or request) leaked how much */
+        ls_buf_puts(b, THIN "Leaks by where they were created:\n");
+        for (size_t c = 0; c < m->nbyctx; c++) {
+            ls_buf_printf(b, "  %4d ", m->byctx[c].count);
+            ls_text_context(b, &m->byctx[c]);
+            ls_buf_puts(b, "\n");
+        }
+    }
     if (s->leaks)
         ls_buf_printf(b, "\nSUMMARY: leakshim: %d leaked database %s in %d %s", s->leaks,
                       plural(s->leaks, "connection", "connections"), s->groups, plural(s->groups, "group", "groups"));
@@ -502,4 +528,11 @@ void ls_text_checkout_warning(ls_buf *b, const ls_handle_view *h, double held, d
                   ls_driver_name(h->driver), ls_handle_type(h->driver, h->kind), (unsigned long)h->handle,
                   (unsigned long)h->pool, held, threshold);
     text_stack(b, w, o->fold, "    ");
+    const char *label = ls_attr_label(h->co_attr); /* which test or request checked it out */
+    if (label) {
+        ls_mctx c = {label, ls_attr_phase(h->co_attr), 1, 0, 0};
+        ls_buf_puts(b, "    checked out ");
+        ls_text_context(b, &c);
+        ls_buf_puts(b, "\n");
+    }
 }

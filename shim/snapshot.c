@@ -227,6 +227,8 @@ static void fill_view(ls_conn_view *v, const conn *c, const handle *h)
     v->tid = c->tid;
     v->stack = c->stack;
     v->pystack = c->pystack;
+    v->attr = c->attr;
+    v->seq = c->seq;
 }
 
 static void set_facts(ls_conn_view *v, const ls_sockdiag_ent *e, int kernel_check)
@@ -309,6 +311,10 @@ static int copy_handles(ls_snapshot *s, size_t *cap)
         v->co_stack = h->co_stack;
         v->co_pystack = h->co_pystack;
         v->tid = h->tid;
+        v->attr = h->attr;
+        v->seq = h->seq;
+        v->co_attr = h->co_attr;
+        v->co_seq = h->co_seq;
     }
     return 0;
 }

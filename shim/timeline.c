@@ -142,7 +142,7 @@ static ls_tl_group key_of(const conn *c, const handle *h)
 
 /* One pass over the registry under its lock, then over the groups under the timeline's. Inherited
  * sockets (the parent's) are not counted, as the reports do not count them as live. */
-void ls_counts_take(ls_counts *k, double now, double threshold)
+void ls_counts_take(ls_counts *k, double now, double threshold, int by_service)
 {
     memset(k, 0, sizeof *k);
     ls_tl_sample *s = &k->s;
@@ -159,7 +159,8 @@ void ls_counts_take(ls_counts *k, double now, double threshold)
         g->live++;
         g->checked_out += st == LS_ST_CHECKED_OUT;
         s->live++;
-        k->open[svc_index(k, ls_service_name(c->driver, (const struct sockaddr *)&c->peer, c->peerlen))][st]++;
+        if (by_service)
+            k->open[svc_index(k, ls_service_name(c->driver, (const struct sockaddr *)&c->peer, c->peerlen))][st]++;
         if (c->driver >= 0 && c->driver < LS_DRV_COUNT)
             k->open_by_driver[c->driver]++;
     }
@@ -200,7 +201,7 @@ void ls_timeline_sample(void)
     ls_counts *k = malloc(sizeof *k);
     if (!k)
         return;
-    ls_counts_take(k, ls_now(), ls_opt.threshold);
+    ls_counts_take(k, ls_now(), ls_opt.threshold, ls_opt.metrics[0] != 0);
     ls_tl_push(&k->s);
     if (ls_opt.metrics[0])
         ls_metrics_write(k);

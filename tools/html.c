@@ -74,7 +74,8 @@ static double sample_live(const cJSON *s, int tl)
     if (tl == -2)
         return rp_num(s, "live", 0);
     const cJSON *g = cJSON_GetArrayItem(rp_get(s, "groups"), tl);
-    return cJSON_IsArray(g) ? cJSON_GetArrayItem(g, 0)->valuedouble : 0;
+    const cJSON *live = cJSON_IsArray(g) ? cJSON_GetArrayItem(g, 0) : NULL; /* a report may come from anywhere */
+    return cJSON_IsNumber(live) ? live->valuedouble : 0;
 }
 
 /* A timeline group's label: its report group's driver and service, and its user frame. */

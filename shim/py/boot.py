@@ -118,6 +118,11 @@ _PATCH = {
     'pymongo.topology': ('pymongo', 'patch_topology'),
     'pymongo.pool': ('pymongo', 'patch_pool'),
     'sqlalchemy': ('sqlalchemy', 'patch'),
+    # attribution contexts (attribution.py): tests and request routes
+    '_pytest.config': ('attribution', 'patch_pytest'),
+    'unittest.case': ('attribution', 'patch_unittest'),
+    'starlette.routing': ('attribution', 'patch_starlette'),
+    'flask.app': ('attribution', 'patch_flask'),
 }
 _done = set()
 
@@ -133,12 +138,30 @@ def _run_patch(name, mod):
         _ls_warn('cannot follow %s connections: %r' % (name, e))
 
 
+class _PluginLoader:
+    '''Makes `leakshim` importable under the shim: the pytest plugin (pytest_plugin.py; `-p leakshim`,
+    `-W error::leakshim.LeakWarning`), with the bridge and the attribution namespace.'''
+    @staticmethod
+    def create_module(spec):
+        return None
+
+    @staticmethod
+    def exec_module(module):
+        d = module.__dict__
+        d.update({k: v for k, v in globals().items() if k.startswith('_ls_')})
+        d.update(_attribution=_load('attribution'), __file__='<leakshim>/pytest_plugin.py')
+        exec(_ls_code('pytest_plugin.py'), d)
+
+
 class _LeakshimImportHook:
     '''leakshim: patches a few database driver modules right after they are imported.'''
     _busy = set()
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
+        if name == 'leakshim' and path is None:
+            from importlib.machinery import ModuleSpec
+            return ModuleSpec('leakshim', _PluginLoader, origin='<leakshim>/pytest_plugin.py')
         if name not in _PATCH or name in _done or name in cls._busy:
             return None
         cls._busy.add(name)

@@ -89,15 +89,16 @@ def core_cost():
 
 def timeline_cost():
     """One timeline sample (interval=, default 1 s) with N tracked sockets, against a snapshot's
-    copy of the registry, and the slowest connect+close a host thread made meanwhile (lock wait and scheduling)."""
+    copy of the registry. The sample holds the registry lock throughout: its time is also the
+    longest a host thread connecting or closing meanwhile can wait."""
     out = subprocess.run([str(BENCH / "timeline_cost")], capture_output=True, text=True, check=True).stdout
     print("\ntimeline sample (always on, every interval= s):")
-    print("  %8s %14s %18s %16s %18s" % ("sockets", "sample us", "snapshot(0) us", "host op worst us", "share of 1 s"))
+    print("  %8s %14s %18s %18s" % ("sockets", "sample us", "snapshot(0) us", "share of 1 s"))
     for line in out.splitlines():
         f = line.split()
         if f[0] == "timeline":
-            n, sample, snap, wait = int(f[1]), float(f[2]), float(f[3]), float(f[4])
-            print("  %8d %14.1f %18.1f %16.1f %17.4f%%" % (n, sample, snap, wait, sample / 1e6 * 100))
+            n, sample, snap = int(f[1]), float(f[2]), float(f[3])
+            print("  %8d %14.1f %18.1f %17.4f%%" % (n, sample, snap, sample / 1e6 * 100))
         elif f[0] == "ring_bytes":
             print(f"  ring: {int(f[1]) // 1024} KiB, fixed (.bss, touched as it fills)")
 

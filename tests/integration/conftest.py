@@ -36,6 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import helpers  # noqa: E402
 from helpers import ROOT  # noqa: E402
 
+# Suites and apps the tests run under the shim (tests/integration/data/): not tests of this run.
+collect_ignore = ["data"]
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MARIADBD = "/usr/sbin/mariadbd"
 MONGO_SERVER = ROOT / "tests" / "mongo" / "server.mjs"

@@ -326,8 +326,10 @@ def test_staged_install_in_split_dirs_finds_its_own_library(tree, tmp_path, redi
     lib = stage / "usr/lib/x86_64-linux-gnu/libleakshim.so"
     exe = stage / "usr/bin/leakshim"
     man = stage / "usr/share/man/man1/leakshim.1"
-    assert files_under(stage) == sorted(str(p.relative_to(stage)) for p in (lib, exe, man))
-    assert {p: stat.S_IMODE(p.stat().st_mode) for p in (lib, exe, man)} == {lib: 0o755, exe: 0o755, man: 0o644}
+    header = stage / "usr/include/leakshim.h"  # the public C API (include/leakshim.h)
+    assert files_under(stage) == sorted(str(p.relative_to(stage)) for p in (lib, exe, man, header))
+    assert {p: stat.S_IMODE(p.stat().st_mode) for p in (lib, exe, man, header)} == {
+        lib: 0o755, exe: 0o755, man: 0o644, header: 0o644}
     assert "check-options" in render(man)
 
     # the staged tool, run from the staging tree, preloads the staged library

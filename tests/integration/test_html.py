@@ -108,6 +108,7 @@ def screenshot(html_path, png):
     r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--proxy-server=127.0.0.1:1", "--proxy-bypass-list=<-loopback>",
                         "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                        "--disable-dev-shm-usage",
                         f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1150,1250",
                         f"--screenshot={png}", f"file://{html_path}"],
                        capture_output=True, text=True, timeout=120)
@@ -162,6 +163,20 @@ def test_html_page_of_a_staircase_run(pg, tmp_path):
     assert colours.get(bytes([0xd6, 0x27, 0x28]), 0) > 50, "the leak line is not drawn"
     if os.environ.get("LEAKSHIM_UPDATE_SCREENSHOT") == "1":
         shutil.copy(png, SCREENSHOT)
+
+
+def test_html_page_of_a_healthy_run(pg, tmp_path):
+    path = run_report(FIXED, pg.dsn, tmp_path, "fixed", 8)
+    doc = json.loads(path.read_text())
+    r = tool("report", "--format", "html", path)
+    assert r.returncode == 0, r.stderr
+    page = parse(r.stdout)
+    lines = [a for t, a in page.tags if t == "polyline"]
+    assert len(lines) == 1 + len(doc["timeline_groups"]) and len(doc["timeline"]) >= 5
+    assert not [a for t, a in page.tags if a.get("class") == "leakmark"]
+    assert not [a for a in lines if a["stroke"] == "#d62728"]
+    assert "No leaked database connection." in " ".join(page.text)
+    assert "0 leaked database connections in 1 report." in " ".join(page.text)
 
 
 def test_every_string_is_escaped(pg, tmp_path):

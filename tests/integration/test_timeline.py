@@ -216,3 +216,36 @@ def test_metrics_in_an_unsafe_directory_is_refused_with_one_line(pg, tmp_path):
     lines = [line for line in r.stderr.splitlines() if "metrics=" in line]
     assert len(lines) == 1 and "writable by others" in lines[0], r.stderr
     assert not list(mdir.iterdir())
+
+
+def test_two_processes_of_one_program_get_two_slots(pg, tmp_path):
+    mdir = tmp_path / "textfile"
+    mdir.mkdir(mode=0o755)
+    procs = [Phased(pg.dsn, f"report={tmp_path}/r.%p:metrics={mdir}:interval=0.05", requests=2 + i)
+             for i in range(2)]
+    try:
+        for p in procs:
+            p.ready(1)
+
+        def two_slots():  # two processes that start together may both take 0 first; one moves
+            fs = sorted(mdir.glob("*.prom"))
+            return len(fs) == 2 and len({f.name.rsplit("_", 2)[1] for f in fs}) == 2 and fs
+
+        files = wait_for(two_slots)
+        by_pid = {int(f.name.rsplit("_", 1)[1][:-5]): f for f in files}
+        assert set(by_pid) == {p.proc.pid for p in procs}
+        slots = {re.search(r'slot="(\d+)"', by_pid[p.proc.pid].read_text()).group(1) for p in procs}
+        assert slots == {"0", "1"}  # the same labels would be one series in node_exporter
+        for f in files:  # the label is the file name's slot
+            assert f'slot="{f.name.rsplit("_", 2)[1]}"' in f.read_text()
+        both = "".join(f.read_text() for f in files)
+        gauges = parse_metrics(both)  # every series distinct across the two files
+        assert len(gauges) == len([line for line in both.splitlines() if line and not line.startswith("#")])
+        for p in procs:
+            p.go_on()
+            p.ready(2)
+            p.go_on()
+    finally:
+        for p in procs:
+            p.finish()
+    assert not list(mdir.glob("*.prom"))

@@ -22,6 +22,23 @@ class Bridge:
         self.warnings = []
         self.depth = 0
 
+    seq = 0          # the creation counter (_ls_seq)
+    live_answer = (0, "{}", "")
+
+    def attr(self, label, phase):
+        self.labels = getattr(self, "labels", [])
+        if (label, phase) not in self.labels:
+            self.labels.append((label, phase))
+        return self.labels.index((label, phase)) + 1
+
+    def live(self, want_text, *ranges):
+        self.calls.append(("live", want_text, *ranges))
+        return self.live_answer
+
+    def suppress(self, pattern):
+        self.calls.append(("suppress", pattern))
+        return True
+
     def names(self):
         return [c[0] for c in self.calls]
 
@@ -66,6 +83,9 @@ class Bridge:
             "_ls_report_exit": rec("report_exit"), "_ls_warn": self.warnings.append,
             "_ls_verbosity": lambda: 1, "_ls_source": source,
             "_ls_code": lambda name: compile(source(name), "<leakshim>/" + name, "exec"),
+            # attribution contexts: labels interned in order, a creation counter the test drives
+            "_ls_attr": self.attr, "_ls_attr_var": rec("attr_var"), "_ls_attr_process": rec("attr_process"),
+            "_ls_seq": lambda: self.seq, "_ls_live": self.live, "_ls_suppress": self.suppress,
         }
         ns.update(DRV)
         ns.update(HK)

@@ -135,6 +135,8 @@ typedef struct scenario {
     size_t ncreated;
     ls_tl_sample tl[4];
     size_t ntl;
+    ls_tl_group tlg[4];
+    size_t ntlg;
     ls_snapshot snap;
     ls_report_input in;
     ls_model m;
@@ -226,6 +228,8 @@ static void build_model(scenario *s, int kind)
                               .ncreated = s->ncreated,
                               .timeline = s->tl,
                               .ntimeline = s->ntl,
+                              .tl_groups = s->tlg,
+                              .ntl_groups = s->ntlg,
                               .proc = {4242, 4000, T0, "/srv/app/bin/service", "/srv/app", test_argv, 3},
                               .all_stacks = 1,
                               .symbolize = fake_symbolize};
@@ -398,6 +402,21 @@ static void c_service_exit(scenario *s)
     s->tl[0] = (ls_tl_sample){.t = T0 + 60, .live = 10, .checked_out = 1};
     s->tl[1] = (ls_tl_sample){.t = T0 + 90, .live = 12, .checked_out = 2};
     s->ntl = 2;
+    /* timeline groups: the raw sockets' stack (seen from the first sample), the pool (from the
+     * second), and "other" */
+    s->tlg[0] = (ls_tl_group){.stack = remember, .driver = LS_DRV_NONE};
+    s->tlg[1] = (ls_tl_group){.stack = session, .pool = 0x8000, .driver = LS_DRV_MONGOC};
+    s->tlg[2] = (ls_tl_group){.other = 1, .driver = -1};
+    s->ntlg = 3;
+    s->tl[0].created = 20;
+    s->tl[0].ngroups = 1;
+    s->tl[0].g[0] = (ls_tl_gcount){.live = 1, .created = 1};
+    s->tl[0].g[LS_TL_GROUPS] = (ls_tl_gcount){.live = 2, .created = 2};
+    s->tl[1].created = 31;
+    s->tl[1].ngroups = 2;
+    s->tl[1].g[0] = (ls_tl_gcount){.live = 2, .created = 2};
+    s->tl[1].g[1] = (ls_tl_gcount){.live = 4, .checked_out = 2, .created = 4};
+    s->tl[1].g[LS_TL_GROUPS] = (ls_tl_gcount){.live = 3, .created = 3};
 }
 
 static void golden_c_service_exit(void **state)
@@ -408,6 +427,14 @@ static void golden_c_service_exit(void **state)
     build_model(s, LS_REPORT_EXIT);
     /* counted: 3 handle-leak + 2 leak + 1 orphaned + 1 closed-under + 2 checkout-leak */
     assert_int_equal(s->m.sum.leaks, 9);
+    /* each timeline group is mapped to the report group holding its connections: the raw sockets'
+     * leak group, the pool's checkout leak (a leak before its quiet pool-unclosed group), none for
+     * "other" */
+    assert_non_null(s->m.tl_group);
+    const ls_mgroup *raw = &s->m.groups[s->m.tl_group[0]], *pool = &s->m.groups[s->m.tl_group[1]];
+    assert_int_equal(raw->cat, LS_CAT_LEAK);
+    assert_int_equal(pool->cat, LS_CAT_CHECKOUT_LEAK);
+    assert_int_equal(s->m.tl_group[2], -1);
     assert_int_equal(s->m.sum.groups, 5);
     assert_int_equal(s->m.sum.quiet, 3); /* unconnected handle, pool, background socket */
     golden_text("c_service_exit.txt", &s->m, 1, 0, 0);

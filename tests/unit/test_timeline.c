@@ -115,14 +115,14 @@ static void counts_follow_the_registry(void **state)
     (void)state;
     ls_timeline_reset();
     ls_counts k0;
-    ls_counts_take(&k0, ls_now(), 30);
+    ls_counts_take(&k0, ls_now(), 30, 1);
     int fds[5];
     for (int i = 0; i < 5; i++)
         fds[i] = unit_connect(port);
     unit_close(fds[4]);
     unit_close(fds[3]);
     ls_counts k;
-    ls_counts_take(&k, ls_now(), 30);
+    ls_counts_take(&k, ls_now(), 30, 1);
     assert_int_equal(k.s.live, k0.s.live + 3);
     assert_int_equal(k.s.created, k0.s.created + 5);
     assert_int_equal(k.closed_by_driver[LS_DRV_NONE], k0.closed_by_driver[LS_DRV_NONE] + 2);
