@@ -288,12 +288,9 @@ static void group_block(ls_buf *b, const ls_model *m, const ls_mgroup *g, const 
 {
     ls_text_group_title(b, m, g);
     if (g->cat == LS_CAT_PRE_ATTACH) /* nobody saw them created: no stack, the title says so */
-        ls_buf_puts(b, o->sockets ? ":
-" : "
-");
+        ls_buf_puts(b, o->sockets ? ":\n" : "\n");
     else {
-        ls_buf_puts(b, ":
-");
+        ls_buf_puts(b, ":\n");
         text_stack(b, &g->where, o->fold, "    ");
         context_lines(b, m, g);
     }
