@@ -118,6 +118,14 @@ _PATCH = {
     'pymongo.topology': ('pymongo', 'patch_topology'),
     'pymongo.pool': ('pymongo', 'patch_pool'),
     'sqlalchemy': ('sqlalchemy', 'patch'),
+    'asyncio.tasks': ('aio', 'patch'),
+    'asyncpg.pool': ('asyncpg', 'patch'),
+    'redis.asyncio.connection': ('redis_asyncio', 'patch_connection'),
+    'redis.asyncio.client': ('redis_asyncio', 'patch_client'),
+    'psycopg.connection': ('psycopg', 'patch_connection'),
+    'psycopg.connection_async': ('psycopg', 'patch_connection'),
+    'psycopg_pool.pool': ('psycopg', 'patch_pool'),
+    'psycopg_pool.pool_async': ('psycopg', 'patch_pool'),
 }
 _done = set()
 
