@@ -69,20 +69,69 @@ static ls_mitem *add_item(ls_model *m, int cat, size_t conn, size_t handle)
 
 /* ------------------------------------------------------------------ categories and items */
 
+/* Unclosed pools by creating place (driver, then the stack a person would fix). */
+typedef struct pool_key {
+    uint64_t k1;
+    uint32_t k2;
+} pool_key;
+
+static pool_key pool_key_of(const ls_handle_view *h)
+{
+    return (pool_key){((uint64_t)(uint8_t)h->driver << 48) | h->pystack, h->pystack ? 0 : h->stack};
+}
+
+static int cmp_pool_key(const void *a, const void *b)
+{
+    const pool_key *x = a, *y = b;
+    if (x->k1 != y->k1)
+        return x->k1 < y->k1 ? -1 : 1;
+    return x->k2 < y->k2 ? -1 : x->k2 > y->k2;
+}
+
+/* Exit: a pool is also what a driver client is (a MongoClient, a redis Redis() with its pool, an
+ * asyncpg or psycopg pool, an engine): one never closed at shutdown is quiet, but two or more made
+ * at the same place and never closed are a client made per use (per request) and forgotten: a
+ * client leak, counted in clients with the sockets they hold. keys: the unclosed pools' keys,
+ * sorted; returns how many equal k. */
+static size_t pools_alike(const pool_key *keys, size_t n, pool_key k)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) { /* the first key >= k */
+        size_t mid = lo + (hi - lo) / 2;
+        if (cmp_pool_key(&keys[mid], &k) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t c = 0;
+    while (lo + c < n && !cmp_pool_key(&keys[lo + c], &k))
+        c++;
+    return c;
+}
+
 /* Exit: what a handle left behind is. Items for pools first, so their idle clients can join. */
 static void exit_handles(ls_model *m, int *hand_item)
 {
     const ls_snapshot *s = m->snap;
+    pool_key *keys = malloc((s->nhandles ? s->nhandles : 1) * sizeof *keys);
+    size_t nkeys = 0;
+    for (size_t j = 0; keys && j < s->nhandles; j++)
+        if (s->handles[j].kind == LS_HK_POOL && !s->handles[j].inherited && !s->handles[j].freed)
+            keys[nkeys++] = pool_key_of(&s->handles[j]);
+    if (nkeys)
+        qsort(keys, nkeys, sizeof *keys, cmp_pool_key);
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
         hand_item[j] = -1;
         m->hand_cat[j] = h->inherited ? LS_CAT_INHERITED : h->freed ? LS_CAT_FREED : -1;
         if (m->hand_cat[j] < 0 && h->kind == LS_HK_POOL) {
-            m->hand_cat[j] = LS_CAT_POOL_UNCLOSED;
+            int cat = keys && pools_alike(keys, nkeys, pool_key_of(h)) >= 2 ? LS_CAT_CLIENT_LEAK : LS_CAT_POOL_UNCLOSED;
+            m->hand_cat[j] = cat;
             hand_item[j] = (int)m->nitems;
-            add_item(m, LS_CAT_POOL_UNCLOSED, NONE, j);
+            add_item(m, cat, NONE, j);
         }
     }
+    free(keys);
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
         if (m->hand_cat[j] >= 0)
@@ -92,7 +141,7 @@ static void exit_handles(ls_model *m, int *hand_item)
         if (h->checked_out)
             cat = LS_CAT_CHECKOUT_LEAK;
         else if (p != NONE && hand_item[p] >= 0) { /* idle in a pool never closed: part of it */
-            m->hand_cat[j] = LS_CAT_POOL_UNCLOSED;
+            m->hand_cat[j] = m->items[hand_item[p]].cat;
             hand_item[j] = hand_item[p];
             continue;
         } else if (h->open_socks > 0)
@@ -143,6 +192,13 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
         sock_item[i] = -1;
         if (c->inherited) {
             m->sock_cat[i] = LS_CAT_INHERITED;
+            continue;
+        }
+        if (exit && c->background && h && !h->freed && h->kind == LS_HK_POOL && hand_item[j] >= 0 &&
+            m->items[hand_item[j]].cat == LS_CAT_CLIENT_LEAK) {
+            /* a leaked client's own monitoring socket: held by the client, not the driver's business */
+            sock_item[i] = hand_item[j];
+            m->sock_cat[i] = m->items[hand_item[j]].cat;
             continue;
         }
         if (!c->background && h && !h->freed) {

@@ -206,6 +206,14 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         ls_buf_printf(b, "%d %s %s not closed at shutdown (%d %s), created at ", n, drv, plural(n, "pool", "pools"),
                       g->clients, plural(g->clients, "client", "clients"));
         break;
+    case LS_CAT_CLIENT_LEAK: {
+        int mon = g->states[LS_ST_BACKGROUND];
+        ls_buf_printf(b,
+                      "%d %s %s (%s) never closed, holding %d open %s %s%s%s (%d pooled, %d monitoring), created at ",
+                      n, drv, plural(n, "client", "clients"), ls_handle_type(g->driver, LS_HK_POOL), k, svc,
+                      plural(k, "connection", "connections"), to, peer, k - mon, mon);
+        break;
+    }
     case LS_CAT_BACKGROUND:
         ls_buf_printf(b, "%d %s background %s%s%s (driver monitoring, not a leak), created at ", n, drv,
                       plural(n, "socket", "sockets"), to, peer);
@@ -357,7 +365,14 @@ static void suspects(ls_buf *b, const ls_model *m)
         const ls_msuspect *s = &m->suspects[k];
         if (!k)
             ls_buf_puts(b, "Suspects:\n");
-        if (s->why == LS_SUS_CHURN) {
+        if (s->why == LS_SUS_STAIRCASE) {
+            const ls_mrow *r = &m->rows[s->row];
+            ls_buf_printf(b,
+                          "  %d database clients or connections created from one place over %.1fs, all still open "
+                          "(a staircase): a client per request never closed? At ",
+                          s->count, s->seconds);
+            where_text(b, m, &r->where);
+        } else if (s->why == LS_SUS_CHURN) {
             const ls_mrow *r = &m->rows[s->row];
             ls_buf_printf(b,
                           "  %llu database connections or clients created from one place (%d live): a client or "

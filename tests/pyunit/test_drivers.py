@@ -199,10 +199,12 @@ def test_pymongo_pool_sockets_are_clients_and_monitors_background(boot, bridge):
     app, mon = t._create_pool_for_server("a"), t._create_pool_for_monitor("a")
     s = app._get_conn()
     assert ("push", 5, 0, 0, 0) in bridge.calls and ("scope", 4242) in bridge.calls  # client's stack
-    assert (5, 0, id(s), 0) in bridge.of("open") and bridge.of("adopt_fd")[-1] == (id(s), 55)
-    assert bridge.of("checkout")[-1] == (0, id(s)) and id(s) in boot["_msocks"]
+    # the client is a pool handle; its sockets are clients in it, idle until checked out
+    assert (5, 1, id(t), 0) in bridge.of("open")
+    assert (5, 0, id(s), id(t)) in bridge.of("open") and (id(s), 55) in bridge.of("adopt_fd")
+    assert bridge.of("checkout")[-1] == (id(t), id(s)) and id(s) in boot["_msocks"]
     app.checkin(s)
-    assert bridge.of("checkin")[-1] == (0, id(s))
+    assert bridge.of("checkin")[-1] == (id(t), id(s))
     m = mon.connect()
     assert ("push", 5, 0, 0, 1) in bridge.calls and not [o for o in bridge.of("open") if o[2] == id(m)]
     s.close_socket()
