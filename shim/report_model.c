@@ -219,6 +219,11 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
         sock_item[i] = (int)m->nitems;
         m->sock_cat[i] = cat;
         ls_mitem *it = add_item(m, cat, i, NONE);
+        if (cat == LS_CAT_BACKGROUND && h && !h->freed && h->kind == LS_HK_POOL && (h->stack || h->pystack)) {
+            /* a client's monitor: where the client was made, not the driver's insides */
+            it->stack = h->stack;
+            it->pystack = h->pystack;
+        }
         if (cat == LS_CAT_LIVE) {
             if (h && !h->freed && h->stack) { /* the application's stack, not the driver's insides */
                 it->stack = h->stack;
