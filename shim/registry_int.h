@@ -20,6 +20,7 @@ typedef struct conn {
     double created;
     int tid;
     ls_stack_id stack, pystack;
+    int fs_slot, fs_used; /* forkshare.c: its slot + 1 in the table shared across fork; used here */
     UT_hash_handle hh;
 } conn;
 
@@ -51,5 +52,9 @@ extern uint64_t ls_reg_closed_behind; /* entries dropped because the kernel said
 conn *ls_reg_fd_get(int fd);            /* the socket tracked under fd, lock-free for fds < FDTAB_MAX */
 handle *ls_reg_handle_get(uintptr_t h); /* caller holds ls_reg_lock */
 void ls_reg_unmap_fd(int fd);           /* caller holds ls_reg_lock: fd no longer holds its socket */
+
+/* Sockets shared across fork (forkshare.c). */
+void ls_forkshare_child(void);         /* atfork child, after ls_on_fork_child */
+int ls_forkshare_users(const conn *c); /* processes other than its creator that used it */
 
 #endif

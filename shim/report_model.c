@@ -109,8 +109,26 @@ static size_t pools_alike(const pool_key *keys, size_t n, pool_key k)
     return c;
 }
 
+/* A socket shared across fork: in the process that made it, used since by another process; in a
+ * child that inherited it, used by the child. */
+static int fork_shared(const ls_conn_view *c)
+{
+    return c->inherited ? c->used_here : c->shared > 0;
+}
+
+/* A live client handle of this process whose socket is shared across fork is reported as that. */
+static int share_handle(ls_model *m, size_t j, int *hand_item, const char *shared)
+{
+    if (!shared || !shared[j])
+        return 0;
+    m->hand_cat[j] = LS_CAT_SHARED_FORK;
+    hand_item[j] = (int)m->nitems;
+    add_item(m, LS_CAT_SHARED_FORK, NONE, j);
+    return 1;
+}
+
 /* Exit: what a handle left behind is. Items for pools first, so their idle clients can join. */
-static void exit_handles(ls_model *m, int *hand_item)
+static void exit_handles(ls_model *m, int *hand_item, const char *shared)
 {
     const ls_snapshot *s = m->snap;
     pool_key *keys = malloc((s->nhandles ? s->nhandles : 1) * sizeof *keys);
@@ -134,7 +152,7 @@ static void exit_handles(ls_model *m, int *hand_item)
     free(keys);
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
-        if (m->hand_cat[j] >= 0)
+        if (m->hand_cat[j] >= 0 || share_handle(m, j, hand_item, shared))
             continue;
         size_t p = h->pool ? ls_snap_find_handle(s, h->pool) : NONE;
         int cat;
@@ -159,12 +177,14 @@ static void exit_handles(ls_model *m, int *hand_item)
     }
 }
 
-static void snapshot_handles(ls_model *m, int *hand_item)
+static void snapshot_handles(ls_model *m, int *hand_item, const char *shared)
 {
     const ls_snapshot *s = m->snap;
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
         hand_item[j] = -1;
+        if (!h->inherited && !h->freed && h->kind == LS_HK_CLIENT && share_handle(m, j, hand_item, shared))
+            continue;
         if (h->inherited)
             m->hand_cat[j] = LS_CAT_INHERITED;
         else if (h->freed)
@@ -190,6 +210,18 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
         size_t j = ls_snap_find_handle(s, c->handle);
         const ls_handle_view *h = j != NONE ? &s->handles[j] : NULL;
         sock_item[i] = -1;
+        if (fork_shared(c) && (!h || h->freed || h->inherited || hand_item[j] < 0)) {
+            /* shared across fork, with no handle of this process reported for it: the socket is
+             * the item, at its handle's creation stack when the handle is known (the parent's) */
+            sock_item[i] = (int)m->nitems;
+            m->sock_cat[i] = LS_CAT_SHARED_FORK;
+            ls_mitem *it = add_item(m, LS_CAT_SHARED_FORK, i, NONE);
+            if (h && (h->stack || h->pystack)) {
+                it->stack = h->stack;
+                it->pystack = h->pystack;
+            }
+            continue;
+        }
         if (c->inherited) {
             m->sock_cat[i] = LS_CAT_INHERITED;
             continue;
@@ -526,7 +558,10 @@ static void describe_groups(ls_model *m)
         if (kind == LS_REPORT_EXIT)
             gr->section = gr->leak && !gr->suppressed ? 0 : 1;
         else
-            gr->section = gr->cat == LS_CAT_CHECKED_OUT ? 0 : gr->cat == LS_CAT_LIVE ? 1 : 2;
+            gr->section = gr->cat == LS_CAT_CHECKED_OUT   ? 0
+                          : gr->cat == LS_CAT_LIVE        ? 1
+                          : gr->cat == LS_CAT_SHARED_FORK ? 3
+                                                          : 2;
     }
 }
 
@@ -572,10 +607,17 @@ int ls_model_build(ls_model *m, const ls_report_input *in)
             m->sock_group[i] = -1;
         for (size_t j = 0; j < s->nhandles; j++)
             m->hand_group[j] = -1;
+        char *shared = calloc(nh, 1); /* handles whose socket is shared across fork */
+        for (size_t i = 0; shared && i < s->nconns; i++) {
+            size_t j = fork_shared(&s->conns[i]) ? ls_snap_find_handle(s, s->conns[i].handle) : NONE;
+            if (j != NONE && !s->handles[j].inherited && !s->handles[j].freed && s->handles[j].kind == LS_HK_CLIENT)
+                shared[j] = 1;
+        }
         if (in->kind == LS_REPORT_EXIT)
-            exit_handles(m, hand_item);
+            exit_handles(m, hand_item, shared);
         else
-            snapshot_handles(m, hand_item);
+            snapshot_handles(m, hand_item, shared);
+        free(shared);
         classify_sockets(m, hand_item, sock_item);
         ok = make_groups(m) == 0 && ls_model_churn(m) == 0 && resolve_stacks(m) == 0;
     }

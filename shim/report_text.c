@@ -206,6 +206,12 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         ls_buf_printf(b, "%d %s %s not closed at shutdown (%d %s), created at ", n, drv, plural(n, "pool", "pools"),
                       g->clients, plural(g->clients, "client", "clients"));
         break;
+    case LS_CAT_SHARED_FORK:
+        ls_buf_printf(b,
+                      "%d %s %s%s%s (%s) shared across fork: opened before fork() and used by more than one process, "
+                      "created at ",
+                      n, svc, conns, to, peer, drv);
+        break;
     case LS_CAT_CLIENT_LEAK: {
         int mon = g->states[LS_ST_BACKGROUND];
         ls_buf_printf(b,
@@ -421,10 +427,11 @@ static void render_snapshot(ls_buf *b, const ls_model *m, const ls_render_opts *
     ls_buf_puts(b, "\n");
     suspects(b, m);
     static const char *const headings[] = {"Checked out of pools (oldest first):\n", "Open connections:\n",
-                                           "Drivers' background sockets (not leaks):\n"};
+                                           "Drivers' background sockets (not leaks):\n",
+                                           "Shared across fork (one connection, several processes):\n"};
     for (size_t g = 0; g < m->ngroups; g++) {
         int sec = m->groups[g].section;
-        if (sec >= 0 && sec <= 2 && (!g || m->groups[g - 1].section != sec))
+        if (sec >= 0 && sec <= 3 && (!g || m->groups[g - 1].section != sec))
             ls_buf_puts(b, headings[sec]);
         group_block(b, m, &m->groups[g], o);
     }

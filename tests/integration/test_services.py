@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import SAMPLES, Service, wait_for  # noqa: E402
 
-LEAKS = {"leak", "handle-leak", "orphaned-socket", "closed-under-handle", "checkout-leak", "client-leak"}
+LEAKS = {"leak", "handle-leak", "orphaned-socket", "closed-under-handle", "checkout-leak", "client-leak",
+         "shared-across-fork"}
 
 
 def line_of(path, marker):
@@ -192,3 +193,58 @@ def test_sqlmodel_fixed_reports_nothing(service, pg):
     s.stop()
     rep = s.exit_report()
     assert leak_count(rep) == 0 and not rep["groups"]
+
+
+# ------------------------------------------------------------------ (5) gunicorn --preload: one connection, several processes
+
+def worker_pids(pid):
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_gunicorn_preload_connection_shared_across_fork(service, pg):
+    import signal
+
+    sample = SAMPLES / "py_gunicorn_preload.py"
+    s = service("py_gunicorn_preload:app", env={"PG_DSN": pg.dsn}, server="gunicorn",
+                extra=["--preload", "-w", "2"])
+    # One request at a time: two at once on the shared session hang a worker (the incident).
+    answers = [s.request("GET", "/") for _ in range(6)]
+    assert all(st == 200 for st, _ in answers)
+    used = {body["worker"] for _, body in answers}
+    workers = wait_for(lambda: len(worker_pids(s.proc.pid)) == 2 and worker_pids(s.proc.pid), 30, "2 workers")
+    assert used <= set(workers)
+    line = line_of(sample, "conn = psycopg2.connect(")
+    where = f"created at {sample.name}:{line} in <module>"  # reports: relative to the cwd (--chdir)
+    # The live warning, once per worker that used it, naming the connection's line.
+    out = wait_for(lambda: s.output().count("shared across fork") >= len(used) and s.output(), 30, "the warnings")
+    for w in used:
+        assert f"leakshim: pid {w} uses a PostgreSQL connection to {pg.host}:{pg.port}" in out
+        assert f"opened before fork() by pid {s.proc.pid}, created at {sample}:{line} in <module>" in out
+    # A worker's live dump, and the master's: the shared connection, its own category.
+    for pid in [next(iter(used)), s.proc.pid]:
+        text = s.dump(pid=pid)
+        assert "Shared across fork (one connection, several processes):" in text
+        assert f"1 PostgreSQL connection to {pg.host}:{pg.port} (libpq) shared across fork" in text and where in text
+    s.stop(signal.SIGTERM)
+    master = s.exit_report(pid=s.proc.pid)
+    assert count_at(master, sample, line, "shared-across-fork") == 1
+    assert master["summary"]["leaks"] == 1 and leak_count(master) == 1  # not an ordinary leak
+    for w in workers:
+        rep = s.exit_report(pid=w)
+        assert count_at(rep, sample, line, "shared-across-fork") == (1 if w in used else 0)
+        assert leak_count(rep) == (1 if w in used else 0)
+
+
+def test_gunicorn_preload_fixed_shares_nothing(service, pg):
+    import signal
+
+    s = service("py_gunicorn_preload_fixed:app", env={"PG_DSN": pg.dsn}, server="gunicorn",
+                extra=["--preload", "-w", "2"])
+    answers = [s.request("GET", "/") for _ in range(6)]
+    assert all(st == 200 for st, _ in answers)
+    workers = wait_for(lambda: len(worker_pids(s.proc.pid)) == 2 and worker_pids(s.proc.pid), 30, "2 workers")
+    s.stop(signal.SIGTERM)
+    assert "shared across fork" not in s.output()
+    for pid in [s.proc.pid, *workers]:
+        rep = s.exit_report(pid=pid)
+        assert leak_count(rep) == 0 and not rep["groups"]
