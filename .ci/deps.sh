@@ -46,6 +46,8 @@ test_packages=(
     libmongoc-dev libbson-dev
     python3-dev python3-pytest python3-psycopg2 python3-redis python3-pymongo
     python3-sqlalchemy python3-jsonschema python3-pyflakes
+    python3-fastapi python3-starlette python3-uvicorn gunicorn python3-motor python3-asyncpg
+    python3-sqlmodel python3-psycopg python3-psycopg-pool
 )
 
 packages=("${demo_packages[@]}")

@@ -9,7 +9,8 @@ import pytest
 
 PY = pathlib.Path(__file__).resolve().parents[2] / "shim" / "py"
 
-DRV = {"DRV_PSYCOPG2": 7, "DRV_REDISPY": 6, "DRV_PYMONGO": 5, "DRV_SQLALCHEMY": 8, "DRV_PYTHON": 9}
+DRV = {"DRV_PSYCOPG2": 7, "DRV_REDISPY": 6, "DRV_PYMONGO": 5, "DRV_SQLALCHEMY": 8, "DRV_PYTHON": 9,
+       "DRV_ASYNCPG": 10, "DRV_PSYCOPG": 11, "DRV_REDIS_ASYNCIO": 12, "DRV_MOTOR": 13}
 HK = {"HK_CLIENT": 0, "HK_POOL": 1}
 
 
@@ -66,6 +67,7 @@ class Bridge:
             "_ls_report_exit": rec("report_exit"), "_ls_warn": self.warnings.append,
             "_ls_verbosity": lambda: 1, "_ls_source": source,
             "_ls_code": lambda name: compile(source(name), "<leakshim>/" + name, "exec"),
+            "_ls_set_async_tail": rec("set_async_tail"),
         }
         ns.update(DRV)
         ns.update(HK)
