@@ -27,6 +27,7 @@
  *    nothing is needed here.
  */
 #include "ls_hook.h"
+#include "ls_report.h" /* ls_classify_pyframe: which frames are the program's */
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -343,10 +344,10 @@ static LS_TLS ls_stack_id scope_stack[PY_SCOPES];
 /* ------------------------------------------------------------------ awaiter chains (asyncio)
  * A socket opened inside an asyncio task that another task awaits (asyncpg connects in a task of
  * its own through wait_for; gather runs each coroutine in a task) has a Python stack that stops at
- * the event loop. When a captured stack runs through asyncio's Handle._run, the awaiting tasks'
- * suspended coroutine frames are spliced in there (innermost first), so the stack reaches the
- * line that awaited the driver. Finding the awaiters is Python's job (aio.py registers it with
- * _ls_set_async_tail when asyncio is imported); here the frames it returns are read. */
+ * the event loop. When a captured stack runs through asyncio's Handle._run and the task's own
+ * frames are all library code, the awaiting tasks' suspended coroutine frames are spliced in
+ * there (innermost first), so the stack reaches the line that awaited the driver. Finding the awaiters is Python's job
+ * (aio.py registers it with _ls_set_async_tail when asyncio is imported); here the frames it returns are read. */
 static PyObject *aio_tail_fn; /* a strong reference, kept for the process lifetime */
 static struct {
     Py_ssize_t (*List_Size)(PyObject *);
@@ -375,6 +376,14 @@ static ls_stack_id with_awaiters(ls_stack_id id)
         k++;
     if (k == s->n)
         return id; /* not inside an event loop callback */
+    /* The task's own frames already name the program's code (a redis.asyncio command from an
+     * endpoint): they say where, and finding the awaiters (a walk over the loop's tasks) would be
+     * paid on every checkout. Only a task running nothing but library code is continued. */
+    for (int i = 0; i < k; i++) {
+        char lib[32];
+        if (ls_classify_pyframe(s->pyframes[i].file, lib, sizeof lib) == LS_FC_USER)
+            return id;
+    }
     ls_pyframe out[LS_MAX_FRAMES];
     memset(out, 0, sizeof out);
     int n = 0, added = 0;

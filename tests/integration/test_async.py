@@ -115,13 +115,11 @@ AWAITERS = """
         r, w = await open_in_own_task(host, port)  # the awaiting line
         keep.append(w)
 
-    async def gathered(host, port):
-        r, w = await asyncio.open_connection(host, port)  # in a gather child
-        keep.append(w)
-
     async def main(host, port):
         await handler(host, port)
-        await asyncio.gather(gathered(host, port), gathered(host, port))  # the gather line
+        # each in a task of its own running only asyncio's code
+        pairs = await asyncio.gather(asyncio.open_connection(host, port), asyncio.open_connection(host, port))  # the gather line
+        keep.extend(w for r, w in pairs)
 
     keep = []
     asyncio.run(main(sys.argv[1], int(sys.argv[2])))
