@@ -218,3 +218,60 @@ def test_psycopg3_and_psycopg_pool_on_a_spare_port(tmp_path, pg):
     assert at(rep, prog, line_of(prog, "# sync pool"), "pool-unclosed") == 1
     assert {g["driver"] for g in rep["groups"] if g["leak"]} == {"psycopg"}
     assert rep["summary"]["leaks"] == 3
+
+
+HELD = """
+    import asyncio, sys, redis.asyncio as aredis, asyncpg, pymongo
+    host, port = sys.argv[1].split(":")
+
+    async def main():
+        pool = await asyncpg.create_pool(sys.argv[2], min_size=3, max_size=3)
+        held = await pool.acquire()  # held past the threshold
+        rpool = aredis.ConnectionPool(host=host, port=int(port))
+        r = aredis.Redis(connection_pool=rpool)
+        await asyncio.gather(*[r.incr("n") for _ in range(4)])
+        mongo = pymongo.MongoClient(sys.argv[3])
+        mongo.admin.command("ping")
+        print("HELD", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await pool.release(held)
+        await pool.close()
+        await rpool.disconnect()
+        mongo.close()
+
+    asyncio.run(main())
+"""
+
+
+def test_checkout_past_threshold_is_a_suspect_idle_pooled_sockets_are_not(tmp_path, pg, redis_server, mongo):
+    import subprocess
+    import time
+
+    from helpers import TOOL, shim_env
+
+    prog = tmp_path / "prog.py"
+    prog.write_text(textwrap.dedent(HELD))
+    p = subprocess.Popen([PY, str(prog), f"{redis_server.host}:{redis_server.port}", pg_url(pg), mongo.uri],
+                         env=shim_env({"threshold": 1, "report": str(tmp_path / "r.%p.json"), "format": "json"}),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "HELD"
+        deadline = time.monotonic() + 30
+        while True:  # polled: until the checkout has been held past the threshold
+            d = subprocess.run([str(TOOL), "dump", "--json", str(p.pid)], capture_output=True, text=True, timeout=60)
+            snap = json.loads(d.stdout)
+            if [x for x in snap["suspects"] if x["reason"] == "checked-out"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        sus = snap["suspects"]
+        assert [(x["reason"], x["count"]) for x in sus] == [("checked-out", 1)]
+        g = snap["groups"][sus[0]["group"]]
+        assert g["driver"] == "asyncpg" and g["category"] == "checked-out"
+        assert any(f["file"] == str(prog) and f["line"] == line_of(prog, "# held past the threshold")
+                   for f in frames(snap, g["pystack"]))
+        pooled = [x for x in snap["sockets"] if x["category"] != "background" and x["category"] != "checked-out"]
+        assert {x["driver"] for x in pooled} == {"asyncpg", "redis.asyncio", "pymongo"}
+        assert {x["state"] for x in pooled} == {"idle-in-pool"}  # never "in-use", never suspects
+    finally:
+        out, err = p.communicate("\n", timeout=60)
+    assert p.returncode == 0, err
