@@ -275,3 +275,42 @@ def test_checkout_past_threshold_is_a_suspect_idle_pooled_sockets_are_not(tmp_pa
     finally:
         out, err = p.communicate("\n", timeout=60)
     assert p.returncode == 0, err
+
+
+PER_REQUEST = """
+    import asyncio, sys, asyncpg, psycopg2
+    from sqlalchemy import create_engine, text
+    keep = []
+
+    def report(dsn):
+        engine = create_engine("postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn))  # an engine per request
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        keep.append(engine)
+
+    async def lookup(url):
+        pool = await asyncpg.create_pool(url, min_size=2, max_size=2)  # a pool per request
+        async with pool.acquire() as c:
+            await c.fetchval("SELECT 1")
+        keep.append(pool)
+
+    async def main(dsn, url):
+        for _ in range(3):
+            report(dsn)
+        await asyncio.gather(*[lookup(url) for _ in range(4)])
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_engines_and_asyncpg_pools_per_request_are_client_leaks(tmp_path, pg):
+    prog, r, rep = run_prog(tmp_path, PER_REQUEST, pg.dsn, pg_url(pg))
+    engines = line_of(prog, "# an engine per request")
+    pools = line_of(prog, "# a pool per request")
+    assert at(rep, prog, engines, "client-leak") == 3
+    assert at(rep, prog, pools, "client-leak") == 4
+    by_driver = {g["driver"]: g for g in rep["groups"] if g["category"] == "client-leak"}
+    assert by_driver["sqlalchemy"]["sockets"] == 3  # each engine's one pooled connection
+    assert by_driver["asyncpg"]["sockets"] == 8  # min_size=2 each
+    assert "4 asyncpg clients (Pool) never closed, holding 8 open PostgreSQL connections" in by_driver["asyncpg"]["title"]
+    assert rep["summary"]["leaks"] == 7
