@@ -214,10 +214,12 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         break;
     case LS_CAT_CLIENT_LEAK: {
         int mon = g->states[LS_ST_BACKGROUND];
-        ls_buf_printf(b,
-                      "%d %s %s (%s) never closed, holding %d open %s %s%s%s (%d pooled, %d monitoring), created at ",
-                      n, drv, plural(n, "client", "clients"), ls_handle_type(g->driver, LS_HK_POOL), k, svc,
-                      plural(k, "connection", "connections"), to, peer, k - mon, mon);
+        ls_buf_printf(b, "%d %s %s (%s) never closed, holding %d open %s %s%s%s", n, drv,
+                      plural(n, "client", "clients"), ls_handle_type(g->driver, LS_HK_POOL), k, svc,
+                      plural(k, "connection", "connections"), to, peer);
+        if (mon)
+            ls_buf_printf(b, " (%d pooled, %d monitoring)", k - mon, mon);
+        ls_buf_puts(b, ", created at ");
         break;
     }
     case LS_CAT_BACKGROUND:

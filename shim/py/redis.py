@@ -1,8 +1,8 @@
 # leakshim: redis-py (pools, connections, checkouts). Loaded by boot.py when redis.client or
 # redis.connection is imported; sees the bridge (_ls_*) and boot's shared helpers.
 #
-# A pool made by Redis() itself is private to that client and is not a handle;
-# one the program made (shared) is a pool handle. Each connected Connection is a client handle
+# Every pool is a pool handle, the one Redis() makes for itself included (issue 10: a client made per
+# request and never closed is counted as a client, with the connections its pool holds). Each connected Connection is a client handle
 # (in its shared pool, if any) from connect to disconnect; get_connection/release are checkouts.
 _rpools = {}
 _rconns = {}
@@ -34,7 +34,7 @@ def patch_client(m):
 def patch_connection(m):
     def mk_pool_init(orig):
         def __init__(self, *a, **kw):
-            shared = not getattr(_tls, 'redis_private', 0)
+            shared = True  # a client's own pool too: a client is counted as its pool (issue 10)
             _rpools[id(self)] = shared
             if shared:
                 _safe(_ls_open, DRV_REDISPY, HK_POOL, id(self), 0)

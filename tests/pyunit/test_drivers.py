@@ -137,7 +137,7 @@ def test_redis_failed_connect_closes_its_handle_and_reraises(boot, bridge):
     assert ("close", id(c)) in bridge.calls and bridge.depth == 0
 
 
-def test_redis_client_marks_its_own_pool_private(boot, bridge):
+def test_redis_client_own_pool_is_the_client(boot, bridge):
     client_mod, conn_mod = types.ModuleType("redis.client"), fake_redis_connection()
 
     class Redis:
@@ -149,9 +149,12 @@ def test_redis_client_marks_its_own_pool_private(boot, bridge):
     ns["patch_connection"](conn_mod)
     ns["patch_client"](client_mod)
     r = Redis()
-    assert not [o for o in bridge.of("open") if o[2] == id(r.connection_pool)]  # not a pool handle
+    # issue 10: the pool Redis() makes is a pool handle too: a client per request is then counted
+    # as clients, each holding the connections of its pool
+    p = id(r.connection_pool)
+    assert bridge.of("open") == [(6, 1, p, 0)]
     c = r.connection_pool.get_connection("GET")
-    assert bridge.of("open") == [(6, 0, id(c), 0)] and bridge.of("checkout") == [(0, id(c))]
+    assert bridge.of("open")[1:] == [(6, 0, id(c), p)] and bridge.of("checkout") == [(p, id(c))]
 
 
 def test_pymongo_pool_sockets_are_clients_and_monitors_background(boot, bridge):
