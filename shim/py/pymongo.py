@@ -32,8 +32,23 @@ def patch_topology(m):
             try:
                 return orig(self, *a, **kw)
             finally:
+                self._leakshim_closed = True
                 _safe(_ls_close, id(self))
         return close
+    def reopened(self):
+        # a closed client used again reopens (pymongo: "Topology reopens on demand")
+        self._leakshim_closed = False
+        _ls_scope(getattr(self, '_leakshim_stack', 0))
+        try:
+            _ls_open(getattr(self, '_leakshim_drv', DRV_PYMONGO), HK_POOL, id(self), 0)
+        finally:
+            _ls_pop()
+    def mk_open(orig):
+        def open(self, *a, **kw):
+            if getattr(self, '_leakshim_closed', False):
+                _safe(reopened, self)
+            return orig(self, *a, **kw)
+        return open
     def mk_pool(bg):
         def mk(orig):
             def create(self, *a, **kw):
@@ -48,6 +63,7 @@ def patch_topology(m):
         return mk
     _wrap(T, '__init__', mk_init)
     _wrap(T, 'close', mk_close)
+    _wrap(T, 'open', mk_open)
     _wrap(T, '_create_pool_for_server', mk_pool(0))
     _wrap(T, '_create_pool_for_monitor', mk_pool(1))
 
