@@ -146,9 +146,9 @@ tests/unit/test_%: tests/unit/test_%.c $(UNIT_UTIL) $(CORE_SRC) $(SHIM_HDR) test
 # as builtins) and unit-tested with pytest against stand-in driver classes, no server, no shim.
 PY_DRIVERS  := $(addprefix DRV_,$(shell grep -o '^DRIVER.[A-Z0-9_]*' shim/drivers.def | cut -c8-))
 PY_INJECTED := _ls_open,_ls_close,_ls_known,_ls_adopt_fd,_ls_checkout,_ls_checkin,_ls_push,_ls_pop,_ls_capture,\
-	_ls_scope,_ls_report_exit,_ls_warn,_ls_verbosity,_ls_source,_ls_code,HK_CLIENT,HK_POOL,_LS_INSTALL,_tls,\
-	_refs,_msocks,_weakref,_on_death,_wrap,_safe,_pgkey,_pg_member,_ls_attr,_ls_attr_var,_ls_attr_process,_ls_seq,\
-	_ls_live,_ls_suppress,_attribution $(PY_DRIVERS)
+	_ls_scope,_ls_report_exit,_ls_warn,_ls_verbosity,_ls_source,_ls_code,_ls_set_async_tail,HK_CLIENT,HK_POOL,\
+	_LS_INSTALL,_tls,_refs,_msocks,_weakref,_on_death,_wrap,_safe,_pgkey,_pg_member,_ls_attr,_ls_attr_var,\
+	_ls_attr_process,_ls_seq,_ls_live,_ls_suppress,_attribution $(PY_DRIVERS)
 comma := ,
 .PHONY: pyunit
 pyunit:

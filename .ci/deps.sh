@@ -53,7 +53,8 @@ test_packages=(
     chromium prometheus
     gdb
     python3-fastapi python3-starlette python3-uvicorn python3-flask python3-httpx
-    python3-pytest-xdist
+    python3-pytest-xdist gunicorn python3-motor python3-asyncpg python3-sqlmodel
+    python3-psycopg python3-psycopg-pool
 )
 
 packages=("${demo_packages[@]}")

@@ -8,9 +8,9 @@ the database handle on the request, which the access log keeps: the clients stay
     usage: py_pymongo_per_request.py MONGO_URI [REQUESTS] [HEALTH_CHECKS]
     env:   MONGO_URI (used when no URI is given)
 
-Under leakshim the exit report has two groups of pymongo clients never closed, each holding an
-open MongoDB connection: REQUESTS created in handle_request (the MongoClient(...) line) and
-HEALTH_CHECKS in health_check. Their monitor sockets are listed as background, not as leaks.
+Under leakshim the exit report has two groups of pymongo clients never closed (client leaks),
+each client holding its pooled MongoDB connection and its monitor socket: REQUESTS created in
+handle_request (the MongoClient(...) line) and HEALTH_CHECKS in health_check.
 """
 import os
 import sys

@@ -8,9 +8,10 @@ cache that is never evicted, so every one of those connections stays open (leak)
     usage: py_redis_per_request.py [--churn] [HOST:PORT | /path/redis.sock] [REQUESTS]
     env:   REDIS_URL=redis://host:port/0 (used when no address is given)
 
-Under leakshim the exit report names the line that issued the first command of each leaked
-client (`r.incr(...)` in handle_request), with the count; with --churn nothing leaks and the
-"created per stack" table shows one connection per request from that same line.
+Under leakshim the exit report counts the leaked clients (each Redis() with its own pool and
+connection) at the line that made them (make_client, called from handle_request); with --churn
+nothing leaks and the "created per stack" table shows one connection per request from the line
+that issued the first command (`r.incr(...)` in handle_request).
 """
 import os
 import sys

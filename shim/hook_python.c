@@ -28,6 +28,7 @@
  */
 #include "ls_attach.h"
 #include "ls_hook.h"
+#include "ls_report.h" /* ls_classify_pyframe: which frames are the program's */
 
 #include <dlfcn.h>
 #include <link.h>
@@ -443,6 +444,97 @@ static LS_TLS ls_stack_id last_push_stack;
 static LS_TLS uint64_t last_push_attr;
 static LS_TLS uint64_t scope_attr[PY_SCOPES]; /* the attribution read with that stack */
 
+/* ------------------------------------------------------------------ awaiter chains (asyncio)
+ * A socket opened inside an asyncio task that another task awaits (asyncpg connects in a task of
+ * its own through wait_for; gather runs each coroutine in a task) has a Python stack that stops at
+ * the event loop. When a captured stack runs through asyncio's Handle._run and the task's own
+ * frames are all library code, the awaiting tasks' suspended coroutine frames are spliced in
+ * there (innermost first), so the stack reaches the line that awaited the driver. Finding the awaiters is Python's job
+ * (aio.py registers it with _ls_set_async_tail when asyncio is imported); here the frames it returns are read. */
+static PyObject *aio_tail_fn; /* a strong reference, kept for the process lifetime */
+static struct {
+    Py_ssize_t (*List_Size)(PyObject *);
+    PyObject *(*List_GetItem)(PyObject *, Py_ssize_t);
+    PyObject *(*Object_CallNoArgs)(PyObject *);
+} pyx;
+
+static int is_loop_frame(const ls_pyframe *f)
+{
+    static const char tail[] = "asyncio/events.py";
+    size_t n = f->file ? strlen(f->file) : 0;
+    return f->func && !strcmp(f->func, "Handle._run") && n >= sizeof tail - 1 &&
+           !strcmp(f->file + n - (sizeof tail - 1), tail);
+}
+
+/* Any thread, ls_in_shim set. id with the awaiting tasks' frames spliced in, or id itself. */
+static ls_stack_id with_awaiters(ls_stack_id id)
+{
+    if (!aio_tail_fn || !id)
+        return id;
+    const ls_stack *s = ls_stack_get(id);
+    if (!s || !s->is_py)
+        return id;
+    int k = 0;
+    while (k < s->n && !is_loop_frame(&s->pyframes[k]))
+        k++;
+    if (k == s->n)
+        return id; /* not inside an event loop callback */
+    /* The task's own frames already name the program's code (a redis.asyncio command from an
+     * endpoint): they say where, and finding the awaiters (a walk over the loop's tasks) would be
+     * paid on every checkout. Only a task running nothing but library code is continued. */
+    for (int i = 0; i < k; i++) {
+        char lib[32];
+        if (ls_classify_pyframe(s->pyframes[i].file, lib, sizeof lib) == LS_FC_USER)
+            return id;
+    }
+    ls_pyframe out[LS_MAX_FRAMES];
+    memset(out, 0, sizeof out);
+    int n = 0, added = 0;
+    for (int i = 0; i < k && n < LS_MAX_FRAMES; i++)
+        out[n++] = s->pyframes[i];
+    PyGILState_STATE st = py.GILState_Ensure();
+    PyObject *et, *ev, *tb;
+    py.Err_Fetch(&et, &ev, &tb);
+    int gc_was = py.GC_Disable();
+    PyObject *r = pyx.Object_CallNoArgs(aio_tail_fn);
+    Py_ssize_t m = r ? pyx.List_Size(r) : -1;
+    for (Py_ssize_t j = 0; j < m && n < LS_MAX_FRAMES; j++) {
+        PyFrameObject *f = (PyFrameObject *)pyx.List_GetItem(r, j); /* borrowed; aio.py gives frames only */
+        PyCodeObject *co = f ? py.Frame_GetCode(f) : NULL;
+        if (!co)
+            break;
+        code_ent e = code_lookup(co);
+        if (!e.skip) {
+            out[n].file = e.file;
+            out[n].func = e.func;
+            out[n].line = py.Frame_GetLineNumber(f);
+            n++;
+            added++;
+        }
+        py.DecRef((PyObject *)co);
+    }
+    if (r)
+        py.DecRef(r);
+    if (py.Err_Occurred())
+        py.Err_Clear();
+    if (gc_was)
+        py.GC_Enable();
+    py.Err_Restore(et, ev, tb);
+    py.GILState_Release(st);
+    if (!added)
+        return id;
+    for (int i = k; i < s->n && n < LS_MAX_FRAMES; i++)
+        out[n++] = s->pyframes[i];
+    return ls_pystack_intern(out, n);
+}
+
+/* The stacks the core and the wrappers record: the thread's frames, continued into the tasks that
+ * await this one. */
+static ls_stack_id capture_full(void)
+{
+    return with_awaiters(capture());
+}
+
 /* ls_pystack_hook. Called by the core with ls_in_shim set, outside its locks. */
 static ls_stack_id pystack_hook(void)
 {
@@ -450,7 +542,7 @@ static ls_stack_id pystack_hook(void)
         py_attr_last = scope_attr[scope_depth - 1];
         return scope_stack[scope_depth - 1];
     }
-    return capture();
+    return capture_full();
 }
 
 /* ------------------------------------------------------------------ functions the Python side calls
@@ -534,7 +626,7 @@ FASTCALL_FN(f_checkout)
             if (st)
                 py_attr_last = last_push_attr; /* read with that stack */
             else
-                st = capture();
+                st = capture_full();
             int d = scope_depth;
             if (d < PY_SCOPES) {
                 scope_prev[d] = ls_ctx_current();
@@ -569,7 +661,7 @@ FASTCALL_FN(f_push)
     if (get_u64(args, nargs, 4, a))
         a[0] = a[1] = a[2] = a[3] = 0;
     if (scope_depth < PY_SCOPES) {
-        ls_stack_id st = capture();
+        ls_stack_id st = capture_full();
         scope_prev[scope_depth] = ls_ctx_push((int)a[0], (uintptr_t)a[1], (uintptr_t)a[2], (int)a[3]);
         scope_stack[scope_depth] = st;
         scope_attr[scope_depth] = py_attr_last;
@@ -601,7 +693,7 @@ FASTCALL_FN(f_capture)
     (void)args;
     (void)nargs;
     ls_stack_id st = 0;
-    LS_RECORD(st = capture());
+    LS_RECORD(st = capture_full());
     return py.Long_FromLong((long)st);
 }
 
@@ -614,7 +706,7 @@ FASTCALL_FN(f_scope)
     if (get_u64(args, nargs, 1, a))
         a[0] = 0;
     if (scope_depth < PY_SCOPES) {
-        ls_stack_id st = a[0] ? (ls_stack_id)a[0] : capture();
+        ls_stack_id st = a[0] ? (ls_stack_id)a[0] : capture_full();
         if (a[0]) /* a stack taken earlier: the context is the one current now */
             py_attr_last = attr_locked();
         scope_prev[scope_depth] = ls_ctx_current();
@@ -754,6 +846,21 @@ FASTCALL_FN(f_verbosity)
     return py.Long_FromLong(ls_opt.verbosity);
 }
 
+/* _ls_set_async_tail(fn): fn() returns the frames of the tasks awaiting the current one
+ * (aio.py). Set once; later calls are ignored. */
+FASTCALL_FN(f_set_async_tail)
+{
+    (void)self;
+    *(void **)&pyx.List_Size = dlsym(RTLD_DEFAULT, "PyList_Size");
+    *(void **)&pyx.List_GetItem = dlsym(RTLD_DEFAULT, "PyList_GetItem");
+    *(void **)&pyx.Object_CallNoArgs = dlsym(RTLD_DEFAULT, "PyObject_CallNoArgs"); /* 3.9+ */
+    if (nargs == 1 && !aio_tail_fn && pyx.List_Size && pyx.List_GetItem && pyx.Object_CallNoArgs) {
+        py.IncRef(args[0]);
+        aio_tail_fn = args[0];
+    }
+    return ret_none();
+}
+
 /* ------------------------------------------------------------------ the Python side
  * Real .py files (shim/py/), linted and unit-tested on their own (tests/pyunit/), embedded here at
  * build time with .incbin: the .so still needs nothing at run time. Each is embedded twice: its
@@ -762,7 +869,11 @@ FASTCALL_FN(f_verbosity)
  * instructions) instead of compiled (~13M for boot.py), which is most of what a Python process
  * pays at start; any other interpreter compiles the source. boot.py runs once; each driver file
  * only when that driver is first imported (boot.py asks for it by name). */
-#define LS_PY_FILES(X) X(boot) X(psycopg2) X(redis) X(pymongo) X(sqlalchemy) X(attribution) X(pytest_plugin)
+/* clang-format off */
+#define LS_PY_FILES(X) \
+    X(boot) X(psycopg2) X(redis) X(pymongo) X(sqlalchemy) X(attribution) X(pytest_plugin) \
+    X(aio) X(asyncpg) X(redis_asyncio) X(psycopg)
+/* clang-format on */
 #define LS_PY_EMBED(n)                                                                                                 \
     __asm__(".pushsection .rodata\n"                                                                                   \
             ".hidden ls_py_" #n "_start\n"                                                                             \
@@ -865,6 +976,7 @@ static PyMethodDef py_methods[] = {
     {"_ls_seq", FC(f_seq), PY_METH_FASTCALL, NULL},
     {"_ls_live", FC(f_live), PY_METH_FASTCALL, NULL},
     {"_ls_suppress", FC(f_suppress), PY_METH_FASTCALL, NULL},
+    {"_ls_set_async_tail", FC(f_set_async_tail), PY_METH_FASTCALL, NULL},
 };
 
 /* GIL held (audit hook). Runs boot.py once in a private namespace. */

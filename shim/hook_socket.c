@@ -27,6 +27,11 @@ static int (*real_close_range)(unsigned, unsigned, int);
 static void (*real_closefrom)(int);
 static int (*real_fclose)(FILE *);
 static pid_t (*real_fork)(void);
+static ssize_t (*real_send)(int, const void *, size_t, int);
+static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
 
 LEAKSHIM_EXPORT int socket(int domain, int type, int protocol)
 {
@@ -160,11 +165,18 @@ __attribute__((constructor)) static void resolve_socket_hooks(void)
     RESOLVE(closefrom);
     RESOLVE(fclose);
     RESOLVE(fork);
+    RESOLVE(send);
+    RESOLVE(sendto);
+    RESOLVE(sendmsg);
+    RESOLVE(write);
+    RESOLVE(writev);
 }
 
 LEAKSHIM_EXPORT pid_t fork(void)
 {
     REQUIRE(fork, -1);
+    if (!ls_in_shim)
+        LS_RECORD(ls_forkshare_prepare()); /* the table the children report their use in */
     pid_t pid = REAL(fork)();
     if (pid == 0) {
         int e = errno;
@@ -205,3 +217,47 @@ const ls_got_hook ls_socket_hooks[] = {
     {"fork", (void *)ls_self_fork},
 };
 const size_t ls_socket_nhooks = sizeof ls_socket_hooks / sizeof ls_socket_hooks[0];
+/* ------------------------------------------------------------------ first use after fork
+ * Only a process that inherited tracked sockets looks (ls_fs_watch); there a tracked fd costs a
+ * lock-free table load, an untracked one nothing more. Everywhere else: one load per call. */
+#define FS_USE(fd)                                                                                                     \
+    do {                                                                                                               \
+        if (LS_UNLIKELY(__atomic_load_n(&ls_fs_watch, __ATOMIC_RELAXED)) && !ls_in_shim)                               \
+            LS_RECORD(ls_forkshare_use(fd));                                                                           \
+    } while (0)
+
+LEAKSHIM_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    REQUIRE(send, -1);
+    FS_USE(fd);
+    return REAL(send)(fd, buf, len, flags);
+}
+
+LEAKSHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+                               socklen_t tolen)
+{
+    REQUIRE(sendto, -1);
+    FS_USE(fd);
+    return REAL(sendto)(fd, buf, len, flags, to, tolen);
+}
+
+LEAKSHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    REQUIRE(sendmsg, -1);
+    FS_USE(fd);
+    return REAL(sendmsg)(fd, msg, flags);
+}
+
+LEAKSHIM_EXPORT ssize_t write(int fd, const void *buf, size_t len)
+{
+    REQUIRE(write, -1);
+    FS_USE(fd);
+    return REAL(write)(fd, buf, len);
+}
+
+LEAKSHIM_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    REQUIRE(writev, -1);
+    FS_USE(fd);
+    return REAL(writev)(fd, iov, n);
+}

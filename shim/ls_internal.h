@@ -269,6 +269,12 @@ void ls_on_dup(int oldfd, int newfd); /* newfd now refers to oldfd's socket */
 void ls_on_socket_new(int fd);        /* a fresh fd number: drop any stale entry with that number */
 int ls_fd_tracked(int fd);            /* lock-free quick check */
 void ls_on_fork_child(void);
+/* Sockets shared across fork (forkshare.c): the fork() hook calls prepare in the parent before
+ * the real fork; where ls_fs_watch is set (this process inherited tracked sockets) the send/write
+ * hooks call use(fd) before the real call. */
+extern int ls_fs_watch;
+void ls_forkshare_prepare(void);
+void ls_forkshare_use(int fd);
 
 /* Driver handles and pools (hook_libpq.c, hook_hiredis.c, hook_mongoc.c, hook_mysql.c,
  * hook_python.c). All keys are the handle's address (or a Python object's id). */
@@ -303,6 +309,8 @@ typedef struct ls_conn_view {
     int before_attach; /* found open by `leakshim attach` (no stack) */
     double created;    /* realtime */
     double idle;       /* seconds since last data (TCP_INFO), -1 unknown */
+    int shared;        /* created before a fork: processes other than its creator that used it since */
+    int used_here;     /* inherited, and used by this process: shared across fork */
     int tid;
     ls_stack_id stack, pystack;
     uint64_t attr, seq; /* attribution at creation (attrib.c), creation number */

@@ -37,7 +37,9 @@ enum ls_report_kind { LS_REPORT_EXIT = 0, LS_REPORT_SNAPSHOT = 1 };
     X(FREED, "freed")                      /* a freed handle kept because its socket is still open */                  \
     X(MOVED, "moved")                      /* a handle whose sockets another handle took over */                       \
     X(INHERITED, "inherited")              /* the parent process's, reported there */                                  \
-    X(PRE_ATTACH, "opened-before-attach")  /* found open by `leakshim attach`: no stack, never a leak */
+    X(PRE_ATTACH, "opened-before-attach")  /* found open by `leakshim attach`: no stack, never a leak */               \
+    X(CLIENT_LEAK, "client-leak")          /* exit: clients (pools of their own) from one line never closed */         \
+    X(SHARED_FORK, "shared-across-fork")   /* a socket made before fork() and used by more than one process */
 #define LS_CAT_ENUM(name, str) LS_CAT_##name,
 enum ls_cat { LS_CATEGORIES(LS_CAT_ENUM) LS_CAT_COUNT };
 #undef LS_CAT_ENUM
@@ -96,7 +98,7 @@ typedef struct ls_mitem { /* one reported thing: a socket, or a handle with its 
 
 typedef struct ls_mgroup {
     int cat, leak, suppressed;
-    int section; /* exit: 0 leaks, 1 not counted; snapshot: 0 checked out, 1 open, 2 background */
+    int section; /* exit: 0 leaks, 1 not counted; snapshot: 0 checked out, 1 open, 2 background, 3 shared across fork */
     int driver;
     uintptr_t pool; /* checked-out and checkout-leak groups: the pool they came from */
     int pool_index; /* into pools, -1 */
@@ -123,13 +125,14 @@ typedef struct ls_mpool {
     int group; /* exit: its pool-unclosed group */
 } ls_mpool;
 
-enum ls_suspect_why { LS_SUS_CHECKOUT, LS_SUS_IDLE, LS_SUS_CHURN };
+/* LS_SUS_STAIRCASE: one place's clients or connections all still live and created over time. */
+enum ls_suspect_why { LS_SUS_CHECKOUT, LS_SUS_IDLE, LS_SUS_CHURN, LS_SUS_STAIRCASE };
 typedef struct ls_msuspect {
     int why;
     int group; /* LS_SUS_CHECKOUT, LS_SUS_IDLE: the group, else -1 */
-    int row;   /* LS_SUS_CHURN: the churn row, else -1 */
+    int row;   /* LS_SUS_CHURN, LS_SUS_STAIRCASE: the churn row, else -1 */
     int count;
-    double seconds; /* the longest checkout or idle time */
+    double seconds; /* the longest checkout or idle time; staircase: the time its creations span */
 } ls_msuspect;
 
 typedef struct ls_mchurn { /* one creating stack (the JSON lists them all) */

@@ -474,6 +474,7 @@ void ls_on_fork_child(void)
     HASH_ITER(hh, ls_reg_conns, c, tmp) c->inherited = 1;
     handle *h, *htmp;
     HASH_ITER(hh, ls_reg_handles, h, htmp) h->inherited = 1;
+    ls_forkshare_child();
 }
 
 /* ------------------------------------------------------------------ ls_reg_handles and pools */

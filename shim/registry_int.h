@@ -20,8 +20,9 @@ typedef struct conn {
     double created;
     int tid;
     ls_stack_id stack, pystack;
-    int before_attach;  /* found open at attach time */
-    uint64_t attr, seq; /* attribution at creation, creation number (attrib.c) */
+    int before_attach;    /* found open at attach time */
+    uint64_t attr, seq;   /* attribution at creation, creation number (attrib.c) */
+    int fs_slot, fs_used; /* forkshare.c: its slot + 1 in the table shared across fork; used here */
     UT_hash_handle hh;
 } conn;
 
@@ -57,5 +58,9 @@ void ls_reg_unmap_fd(int fd);           /* caller holds ls_reg_lock: fd no longe
 /* Sockets forgotten (closed, or found closed) per driver, whole run; under ls_reg_lock. Read by
  * timeline.c, which counts live sockets in one pass under the lock instead of copying them. */
 extern uint64_t ls_reg_closed_by_driver[LS_DRV_COUNT];
+
+/* Sockets shared across fork (forkshare.c). */
+void ls_forkshare_child(void);         /* atfork child, after ls_on_fork_child */
+int ls_forkshare_users(const conn *c); /* processes other than its creator that used it */
 
 #endif

@@ -20,7 +20,8 @@ const char *ls_cat_name(int cat)
 
 int ls_cat_is_leak(int cat)
 {
-    return cat >= LS_CAT_LEAK && cat <= LS_CAT_CHECKOUT_LEAK;
+    return (cat >= LS_CAT_LEAK && cat <= LS_CAT_CHECKOUT_LEAK) || cat == LS_CAT_CLIENT_LEAK ||
+           cat == LS_CAT_SHARED_FORK;
 }
 
 const char *ls_fclass_name(int fclass)

@@ -373,7 +373,7 @@ static void groups(jw *w, const ls_model *m)
 
 static void suspects_pools_churn(jw *w, const ls_model *m)
 {
-    static const char *const why[] = {"checked-out", "idle", "churn"};
+    static const char *const why[] = {"checked-out", "idle", "churn", "staircase"};
     LIT(w, ",\"suspects\":[");
     for (size_t i = 0; i < m->nsuspects; i++) {
         const ls_msuspect *s = &m->suspects[i];

@@ -69,30 +69,97 @@ static ls_mitem *add_item(ls_model *m, int cat, size_t conn, size_t handle)
 
 /* ------------------------------------------------------------------ categories and items */
 
+/* Unclosed pools by creating place (driver, then the stack a person would fix). */
+typedef struct pool_key {
+    uint64_t k1;
+    uint32_t k2;
+} pool_key;
+
+static pool_key pool_key_of(const ls_handle_view *h)
+{
+    return (pool_key){((uint64_t)(uint8_t)h->driver << 48) | h->pystack, h->pystack ? 0 : h->stack};
+}
+
+static int cmp_pool_key(const void *a, const void *b)
+{
+    const pool_key *x = a, *y = b;
+    if (x->k1 != y->k1)
+        return x->k1 < y->k1 ? -1 : 1;
+    return x->k2 < y->k2 ? -1 : x->k2 > y->k2;
+}
+
+/* Exit: a pool is also what a driver client is (a MongoClient, a redis Redis() with its pool, an
+ * asyncpg or psycopg pool, an engine): one never closed at shutdown is quiet, but two or more made
+ * at the same place and never closed are a client made per use (per request) and forgotten: a
+ * client leak, counted in clients with the sockets they hold. keys: the unclosed pools' keys,
+ * sorted; returns how many equal k. */
+static size_t pools_alike(const pool_key *keys, size_t n, pool_key k)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) { /* the first key >= k */
+        size_t mid = lo + (hi - lo) / 2;
+        if (cmp_pool_key(&keys[mid], &k) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t c = 0;
+    while (lo + c < n && !cmp_pool_key(&keys[lo + c], &k))
+        c++;
+    return c;
+}
+
+/* A socket shared across fork: in the process that made it, used since by another process; in a
+ * child that inherited it, used by the child. */
+static int fork_shared(const ls_conn_view *c)
+{
+    return c->inherited ? c->used_here : c->shared > 0;
+}
+
+/* A live client handle of this process whose socket is shared across fork is reported as that. */
+static int share_handle(ls_model *m, size_t j, int *hand_item, const char *shared)
+{
+    if (!shared || !shared[j])
+        return 0;
+    m->hand_cat[j] = LS_CAT_SHARED_FORK;
+    hand_item[j] = (int)m->nitems;
+    add_item(m, LS_CAT_SHARED_FORK, NONE, j);
+    return 1;
+}
+
 /* Exit: what a handle left behind is. Items for pools first, so their idle clients can join. */
-static void exit_handles(ls_model *m, int *hand_item)
+static void exit_handles(ls_model *m, int *hand_item, const char *shared)
 {
     const ls_snapshot *s = m->snap;
+    pool_key *keys = malloc((s->nhandles ? s->nhandles : 1) * sizeof *keys);
+    size_t nkeys = 0;
+    for (size_t j = 0; keys && j < s->nhandles; j++)
+        if (s->handles[j].kind == LS_HK_POOL && !s->handles[j].inherited && !s->handles[j].freed)
+            keys[nkeys++] = pool_key_of(&s->handles[j]);
+    if (nkeys)
+        qsort(keys, nkeys, sizeof *keys, cmp_pool_key);
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
         hand_item[j] = -1;
         m->hand_cat[j] = h->inherited ? LS_CAT_INHERITED : h->freed ? LS_CAT_FREED : -1;
         if (m->hand_cat[j] < 0 && h->kind == LS_HK_POOL) {
-            m->hand_cat[j] = LS_CAT_POOL_UNCLOSED;
+            int cat = keys && pools_alike(keys, nkeys, pool_key_of(h)) >= 2 ? LS_CAT_CLIENT_LEAK : LS_CAT_POOL_UNCLOSED;
+            m->hand_cat[j] = cat;
             hand_item[j] = (int)m->nitems;
-            add_item(m, LS_CAT_POOL_UNCLOSED, NONE, j);
+            add_item(m, cat, NONE, j);
         }
     }
+    free(keys);
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
-        if (m->hand_cat[j] >= 0)
+        if (m->hand_cat[j] >= 0 || share_handle(m, j, hand_item, shared))
             continue;
         size_t p = h->pool ? ls_snap_find_handle(s, h->pool) : NONE;
         int cat;
         if (h->checked_out)
             cat = LS_CAT_CHECKOUT_LEAK;
         else if (p != NONE && hand_item[p] >= 0) { /* idle in a pool never closed: part of it */
-            m->hand_cat[j] = LS_CAT_POOL_UNCLOSED;
+            m->hand_cat[j] = m->items[hand_item[p]].cat;
             hand_item[j] = hand_item[p];
             continue;
         } else if (h->open_socks > 0)
@@ -110,12 +177,14 @@ static void exit_handles(ls_model *m, int *hand_item)
     }
 }
 
-static void snapshot_handles(ls_model *m, int *hand_item)
+static void snapshot_handles(ls_model *m, int *hand_item, const char *shared)
 {
     const ls_snapshot *s = m->snap;
     for (size_t j = 0; j < s->nhandles; j++) {
         const ls_handle_view *h = &s->handles[j];
         hand_item[j] = -1;
+        if (!h->inherited && !h->freed && h->kind == LS_HK_CLIENT && share_handle(m, j, hand_item, shared))
+            continue;
         if (h->inherited)
             m->hand_cat[j] = LS_CAT_INHERITED;
         else if (h->freed)
@@ -141,6 +210,18 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
         size_t j = ls_snap_find_handle(s, c->handle);
         const ls_handle_view *h = j != NONE ? &s->handles[j] : NULL;
         sock_item[i] = -1;
+        if (fork_shared(c) && (!h || h->freed || h->inherited || hand_item[j] < 0)) {
+            /* shared across fork, with no handle of this process reported for it: the socket is
+             * the item, at its handle's creation stack when the handle is known (the parent's) */
+            sock_item[i] = (int)m->nitems;
+            m->sock_cat[i] = LS_CAT_SHARED_FORK;
+            ls_mitem *it = add_item(m, LS_CAT_SHARED_FORK, i, NONE);
+            if (h && (h->stack || h->pystack)) {
+                it->stack = h->stack;
+                it->pystack = h->pystack;
+            }
+            continue;
+        }
         if (c->inherited) {
             m->sock_cat[i] = LS_CAT_INHERITED;
             continue;
@@ -149,6 +230,13 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
             sock_item[i] = (int)m->nitems;
             m->sock_cat[i] = LS_CAT_PRE_ATTACH;
             add_item(m, LS_CAT_PRE_ATTACH, i, NONE);
+            continue;
+        }
+        if (exit && c->background && h && !h->freed && h->kind == LS_HK_POOL && hand_item[j] >= 0 &&
+            m->items[hand_item[j]].cat == LS_CAT_CLIENT_LEAK) {
+            /* a leaked client's own monitoring socket: held by the client, not the driver's business */
+            sock_item[i] = hand_item[j];
+            m->sock_cat[i] = m->items[hand_item[j]].cat;
             continue;
         }
         if (!c->background && h && !h->freed) {
@@ -169,6 +257,11 @@ static void classify_sockets(ls_model *m, const int *hand_item, int *sock_item)
         sock_item[i] = (int)m->nitems;
         m->sock_cat[i] = cat;
         ls_mitem *it = add_item(m, cat, i, NONE);
+        if (cat == LS_CAT_BACKGROUND && h && !h->freed && h->kind == LS_HK_POOL && (h->stack || h->pystack)) {
+            /* a client's monitor: where the client was made, not the driver's insides */
+            it->stack = h->stack;
+            it->pystack = h->pystack;
+        }
         if (cat == LS_CAT_LIVE) {
             if (h && !h->freed && h->stack) { /* the application's stack, not the driver's insides */
                 it->stack = h->stack;
@@ -473,10 +566,11 @@ static void describe_groups(ls_model *m)
         if (kind == LS_REPORT_EXIT)
             gr->section = gr->leak && !gr->suppressed ? 0 : 1;
         else
-            gr->section = gr->cat == LS_CAT_CHECKED_OUT  ? 0
-                          : gr->cat == LS_CAT_LIVE       ? 1
-                          : gr->cat == LS_CAT_PRE_ATTACH ? 3
-                                                         : 2;
+            gr->section = gr->cat == LS_CAT_CHECKED_OUT   ? 0
+                          : gr->cat == LS_CAT_LIVE        ? 1
+                          : gr->cat == LS_CAT_SHARED_FORK ? 3
+                          : gr->cat == LS_CAT_PRE_ATTACH  ? 4
+                                                          : 2;
     }
 }
 
@@ -548,10 +642,17 @@ int ls_model_build(ls_model *m, const ls_report_input *in)
             m->sock_group[i] = -1;
         for (size_t j = 0; j < s->nhandles; j++)
             m->hand_group[j] = -1;
+        char *shared = calloc(nh, 1); /* handles whose socket is shared across fork */
+        for (size_t i = 0; shared && i < s->nconns; i++) {
+            size_t j = fork_shared(&s->conns[i]) ? ls_snap_find_handle(s, s->conns[i].handle) : NONE;
+            if (j != NONE && !s->handles[j].inherited && !s->handles[j].freed && s->handles[j].kind == LS_HK_CLIENT)
+                shared[j] = 1;
+        }
         if (in->kind == LS_REPORT_EXIT)
-            exit_handles(m, hand_item);
+            exit_handles(m, hand_item, shared);
         else
-            snapshot_handles(m, hand_item);
+            snapshot_handles(m, hand_item, shared);
+        free(shared);
         classify_sockets(m, hand_item, sock_item);
         ok = make_groups(m) == 0 && ls_model_churn(m) == 0 && resolve_stacks(m) == 0;
     }

@@ -234,11 +234,87 @@ static int cmp_suspect(const void *a, const void *b)
     return x->group != y->group ? x->group - y->group : x->row - y->row;
 }
 
+/* A staircase: one place whose clients or connections are all still open, at least
+ * STAIR_MIN of them, created over at least STAIR_SPAN seconds (a loop making a few pools at
+ * start-up takes less). What counts is what a program creates and must close: pools (a client
+ * with its pool), clients in no pool, sockets no handle owns; a pool's members are the pool's
+ * business. "All still open": nothing created there was ever closed (created == live + pools). */
+#define STAIR_MIN 3
+#define STAIR_SPAN 0.05
+
+typedef struct stair {
+    int n;
+    double first, last;
+} stair;
+
+static void stair_add(stair *st, double t)
+{
+    if (!st->n || t < st->first)
+        st->first = t;
+    if (!st->n || t > st->last)
+        st->last = t;
+    st->n++;
+}
+
+static int staircases(ls_model *m)
+{
+    const ls_snapshot *s = m->snap;
+    ls_stack_id max = 0;
+    for (size_t k = 0; k < m->nchurn; k++)
+        if (m->churn[k].stack > max)
+            max = m->churn[k].stack;
+    int *churn_of = malloc(((size_t)max + 1) * sizeof *churn_of);
+    stair *rows = calloc(m->nrows ? m->nrows : 1, sizeof *rows);
+    int *closed = calloc(m->nrows ? m->nrows : 1, sizeof *closed);
+    if (!churn_of || !rows || !closed) {
+        free(churn_of);
+        free(rows);
+        free(closed);
+        return -1;
+    }
+    for (ls_stack_id id = 0; id <= max; id++)
+        churn_of[id] = -1;
+    for (size_t k = 0; k < m->nchurn; k++) {
+        const ls_mchurn *c = &m->churn[k];
+        churn_of[c->stack] = (int)k;
+        if (c->row >= 0 && (size_t)c->row < m->nrows && c->created > (uint64_t)c->live + (uint64_t)c->pools)
+            closed[c->row] = 1;
+    }
+    for (size_t j = 0; j < s->nhandles; j++) {
+        const ls_handle_view *h = &s->handles[j];
+        if (h->freed || h->inherited)
+            continue;
+        if (h->kind == LS_HK_CLIENT && h->pool && ls_snap_find_handle(s, h->pool) != NONE)
+            continue; /* a pool's member */
+        ls_stack_id key = h->pystack ? h->pystack : h->stack;
+        int k = key <= max ? churn_of[key] : -1;
+        if (k >= 0 && m->churn[k].row >= 0 && (size_t)m->churn[k].row < m->nrows)
+            stair_add(&rows[m->churn[k].row], h->created);
+    }
+    for (size_t i = 0; i < s->nconns; i++) {
+        const ls_conn_view *c = &s->conns[i];
+        if (c->inherited || c->background || (c->handle && ls_snap_find_handle(s, c->handle) != NONE))
+            continue;
+        ls_stack_id key = c->pystack ? c->pystack : c->stack;
+        int k = key <= max ? churn_of[key] : -1;
+        if (k >= 0 && m->churn[k].row >= 0 && (size_t)m->churn[k].row < m->nrows)
+            stair_add(&rows[m->churn[k].row], c->created);
+    }
+    for (size_t r = 0; r < m->nrows; r++)
+        if (!closed[r] && rows[r].n >= STAIR_MIN && rows[r].last - rows[r].first >= STAIR_SPAN)
+            m->suspects[m->nsuspects++] =
+                (ls_msuspect){LS_SUS_STAIRCASE, -1, (int)r, rows[r].n, rows[r].last - rows[r].first};
+    free(churn_of);
+    free(rows);
+    free(closed);
+    return 0;
+}
+
 /* Snapshots only: checked out or open-and-idle past the threshold, and the stacks that created
  * many clients with few live (the client-per-request pattern). */
 int ls_model_suspects(ls_model *m)
 {
-    m->suspects = calloc(m->ngroups + 4, sizeof *m->suspects);
+    m->suspects = calloc(m->ngroups + 4 + m->nrows, sizeof *m->suspects);
     if (!m->suspects)
         return -1;
     if (m->in.kind != LS_REPORT_SNAPSHOT)
@@ -252,6 +328,8 @@ int ls_model_suspects(ls_model *m)
     for (size_t r = 0; r < m->nrows && r < 3; r++)
         if (m->rows[r].many)
             m->suspects[m->nsuspects++] = (ls_msuspect){LS_SUS_CHURN, -1, (int)r, (int)m->rows[r].created, 0};
+    if (staircases(m) < 0)
+        return -1;
     qsort(m->suspects, m->nsuspects, sizeof *m->suspects, cmp_suspect);
     return 0;
 }

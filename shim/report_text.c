@@ -206,6 +206,22 @@ void ls_text_group_title(ls_buf *b, const ls_model *m, const ls_mgroup *g)
         ls_buf_printf(b, "%d %s %s not closed at shutdown (%d %s), created at ", n, drv, plural(n, "pool", "pools"),
                       g->clients, plural(g->clients, "client", "clients"));
         break;
+    case LS_CAT_SHARED_FORK:
+        ls_buf_printf(b,
+                      "%d %s %s%s%s (%s) shared across fork: opened before fork() and used by more than one process, "
+                      "created at ",
+                      n, svc, conns, to, peer, drv);
+        break;
+    case LS_CAT_CLIENT_LEAK: {
+        int mon = g->states[LS_ST_BACKGROUND];
+        ls_buf_printf(b, "%d %s %s (%s) never closed, holding %d open %s %s%s%s", n, drv,
+                      plural(n, "client", "clients"), ls_handle_type(g->driver, LS_HK_POOL), k, svc,
+                      plural(k, "connection", "connections"), to, peer);
+        if (mon)
+            ls_buf_printf(b, " (%d pooled, %d monitoring)", k - mon, mon);
+        ls_buf_puts(b, ", created at ");
+        break;
+    }
     case LS_CAT_BACKGROUND:
         ls_buf_printf(b, "%d %s background %s%s%s (driver monitoring, not a leak), created at ", n, drv,
                       plural(n, "socket", "sockets"), to, peer);
@@ -390,7 +406,14 @@ static void suspects(ls_buf *b, const ls_model *m)
         const ls_msuspect *s = &m->suspects[k];
         if (!k)
             ls_buf_puts(b, "Suspects:\n");
-        if (s->why == LS_SUS_CHURN) {
+        if (s->why == LS_SUS_STAIRCASE) {
+            const ls_mrow *r = &m->rows[s->row];
+            ls_buf_printf(b,
+                          "  %d database clients or connections created from one place over %.1fs, all still open "
+                          "(a staircase): a client per request never closed? At ",
+                          s->count, s->seconds);
+            where_text(b, m, &r->where);
+        } else if (s->why == LS_SUS_CHURN) {
             const ls_mrow *r = &m->rows[s->row];
             ls_buf_printf(b,
                           "  %llu database connections or clients created from one place (%d live): a client or "
@@ -440,10 +463,11 @@ static void render_snapshot(ls_buf *b, const ls_model *m, const ls_render_opts *
     suspects(b, m);
     static const char *const headings[] = {"Checked out of pools (oldest first):\n", "Open connections:\n",
                                            "Drivers' background sockets (not leaks):\n",
+                                           "Shared across fork (one connection, several processes):\n",
                                            "Opened before attach (found open by `leakshim attach`; no stack):\n"};
     for (size_t g = 0; g < m->ngroups; g++) {
         int sec = m->groups[g].section;
-        if (sec >= 0 && sec <= 3 && (!g || m->groups[g - 1].section != sec))
+        if (sec >= 0 && sec <= 4 && (!g || m->groups[g - 1].section != sec))
             ls_buf_puts(b, headings[sec]);
         group_block(b, m, &m->groups[g], o);
     }

@@ -222,6 +222,8 @@ static void fill_view(ls_conn_view *v, const conn *c, const handle *h)
     v->background = c->background;
     v->inherited = c->inherited;
     v->before_attach = c->before_attach;
+    v->shared = ls_forkshare_users(c);
+    v->used_here = c->inherited && c->fs_used;
     v->created = c->created;
     v->idle = -1;
     v->tid = c->tid;

@@ -23,14 +23,14 @@ del _had
 
 _tls = _thread._local()
 _refs = {}
-_msocks = set()  # pymongo sockets we track (pymongo.py), dropped by _on_death too
+_msocks = {}  # pymongo sockets we track (pymongo.py) -> their client's handle; dropped by _on_death too
 
 
 def _on_death(obj, key):
     # close the handle when the object is garbage collected (before its id can be reused)
     def cb(r, key=key):
         _refs.pop(id(r), None)
-        _msocks.discard(key)
+        _msocks.pop(key, None)
         _ls_close(key)
     try:
         r = _weakref.ref(obj, cb)
@@ -123,6 +123,15 @@ _PATCH = {
     'unittest.case': ('attribution', 'patch_unittest'),
     'starlette.routing': ('attribution', 'patch_starlette'),
     'flask.app': ('attribution', 'patch_flask'),
+    'motor.core': ('pymongo', 'patch_motor'),
+    'asyncio.tasks': ('aio', 'patch'),
+    'asyncpg.pool': ('asyncpg', 'patch'),
+    'redis.asyncio.connection': ('redis_asyncio', 'patch_connection'),
+    'redis.asyncio.client': ('redis_asyncio', 'patch_client'),
+    'psycopg.connection': ('psycopg', 'patch_connection'),
+    'psycopg.connection_async': ('psycopg', 'patch_connection'),
+    'psycopg_pool.pool': ('psycopg', 'patch_pool'),
+    'psycopg_pool.pool_async': ('psycopg', 'patch_pool'),
 }
 _done = set()
 

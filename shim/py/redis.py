@@ -1,40 +1,30 @@
 # leakshim: redis-py (pools, connections, checkouts). Loaded by boot.py when redis.client or
 # redis.connection is imported; sees the bridge (_ls_*) and boot's shared helpers.
 #
-# A pool made by Redis() itself is private to that client and is not a handle;
-# one the program made (shared) is a pool handle. Each connected Connection is a client handle
-# (in its shared pool, if any) from connect to disconnect; get_connection/release are checkouts.
+# Every pool is a pool handle, the one Redis() makes for itself included (issue 10: a client made
+# per request and never closed is counted as a client, with the connections its pool holds). Each
+# connected Connection is a client handle in its pool from connect to disconnect;
+# get_connection/release are checkouts.
 #
 # These wrappers run on every command (get_connection/release) and every connect, so they are
-# kept short: the bridge functions are C and never raise (no _safe around them), only shared
-# pools are remembered (a private pool costs no dict entry and no weak reference), and each
-# method is wrapped once even where two names share one class (StrictRedis is Redis).
-_rpools = set()  # ids of live shared pools (each with a weak reference that removes it)
+# kept short: the bridge functions are C and never raise (no _safe around them), pools are
+# registered from reset() (no copy of Redis()'s ~20 keyword arguments), and Redis itself is not
+# wrapped at all.
+_rpools = set()  # ids of live pools (each with a weak reference that removes it)
 _rconns = set()  # ids of connected Connections we track
 
 
 def patch_client(m):
-    def private(orig):
-        def wrapper(*a, **kw):
-            _tls.redis_private = getattr(_tls, 'redis_private', 0) + 1
-            try:
-                return orig(*a, **kw)
-            finally:
-                _tls.redis_private -= 1
-        return wrapper
-    seen = set()
-    for cls in (getattr(m, 'Redis', None), getattr(m, 'StrictRedis', None)):
-        if isinstance(cls, type) and cls not in seen:
-            seen.add(cls)
-            _wrap(cls, '__init__', private)
-            _wrap(cls, 'from_url', private)
+    # Nothing to do since every pool is a handle: the client needs no wrapper (it used to mark
+    # its own pool private). Kept so that an import of redis.client finds its entry.
+    return None
 
 
 def patch_connection(m):
     def register(self):
-        # a pool the program made (not inside Redis()): a pool handle, at the line that made it
+        # a pool handle, at the line that made the pool (the Redis() line for a client's own)
         key = id(self)
-        if key in _rpools or getattr(_tls, 'redis_private', 0):
+        if key in _rpools:
             return
         _rpools.add(key)
         _ls_open(DRV_REDISPY, HK_POOL, key, 0)

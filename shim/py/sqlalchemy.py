@@ -15,7 +15,14 @@ def patch(sa):
             return
         if id(pool) not in _sa_pools:
             _sa_pools.add(id(pool))
-            _ls_open(DRV_SQLALCHEMY, HK_POOL, id(pool), 0)
+            stack = getattr(pool, '_leakshim_stack', 0)  # where the engine (its pool) was made
+            if stack:
+                _ls_scope(stack)
+            try:
+                _ls_open(DRV_SQLALCHEMY, HK_POOL, id(pool), 0)
+            finally:
+                if stack:
+                    _ls_pop()
             def gone(key):
                 _sa_pools.discard(key)
                 _ls_close(key)
@@ -56,9 +63,18 @@ def patch(sa):
                     _sa_pools.discard(id(self))
                     _safe(_ls_close, id(self))
         return dispose
+    def mk_pool_init(orig):
+        def __init__(self, *a, **kw):
+            orig(self, *a, **kw)
+            try:
+                self._leakshim_stack = _ls_capture()
+            except Exception:
+                pass
+        return __init__
     import sqlalchemy.pool as sp
     seen = set()
     for cls in list(vars(sp).values()):
         if isinstance(cls, type) and issubclass(cls, Pool) and cls not in seen:
             seen.add(cls)
             _wrap(cls, 'dispose', mk_dispose)
+    _wrap(Pool, '__init__', mk_pool_init)

@@ -9,7 +9,8 @@ import pytest
 
 PY = pathlib.Path(__file__).resolve().parents[2] / "shim" / "py"
 
-DRV = {"DRV_PSYCOPG2": 7, "DRV_REDISPY": 6, "DRV_PYMONGO": 5, "DRV_SQLALCHEMY": 8, "DRV_PYTHON": 9}
+DRV = {"DRV_PSYCOPG2": 7, "DRV_REDISPY": 6, "DRV_PYMONGO": 5, "DRV_SQLALCHEMY": 8, "DRV_PYTHON": 9,
+       "DRV_ASYNCPG": 10, "DRV_PSYCOPG": 11, "DRV_REDIS_ASYNCIO": 12, "DRV_MOTOR": 13}
 HK = {"HK_CLIENT": 0, "HK_POOL": 1}
 
 
@@ -86,6 +87,7 @@ class Bridge:
             # attribution contexts: labels interned in order, a creation counter the test drives
             "_ls_attr": self.attr, "_ls_attr_var": rec("attr_var"), "_ls_attr_process": rec("attr_process"),
             "_ls_seq": lambda: self.seq, "_ls_live": self.live, "_ls_suppress": self.suppress,
+            "_ls_set_async_tail": rec("set_async_tail"),
         }
         ns.update(DRV)
         ns.update(HK)

@@ -137,7 +137,7 @@ def test_redis_failed_connect_closes_its_handle_and_reraises(boot, bridge):
     assert ("close", id(c)) in bridge.calls and bridge.depth == 0
 
 
-def test_redis_client_marks_its_own_pool_private(boot, bridge):
+def test_redis_client_own_pool_is_the_client(boot, bridge):
     client_mod, conn_mod = types.ModuleType("redis.client"), fake_redis_connection()
 
     class Redis:
@@ -149,24 +149,25 @@ def test_redis_client_marks_its_own_pool_private(boot, bridge):
     ns["patch_connection"](conn_mod)
     ns["patch_client"](client_mod)
     r = Redis()
-    assert not [o for o in bridge.of("open") if o[2] == id(r.connection_pool)]  # not a pool handle
+    # issue 10: the pool Redis() makes is a pool handle too: a client per request is then counted
+    # as clients, each holding the connections of its pool
+    p = id(r.connection_pool)
+    assert bridge.of("open") == [(6, 1, p, 0)]
     c = r.connection_pool.get_connection("GET")
-    assert bridge.of("open") == [(6, 0, id(c), 0)] and bridge.of("checkout") == [(0, id(c))]
+    assert bridge.of("open")[1:] == [(6, 0, id(c), p)] and bridge.of("checkout") == [(p, id(c))]
 
 
-def test_redis_wraps_a_class_once_when_two_names_share_it(boot, bridge):
-    client_mod, conn_mod = types.ModuleType("redis.client"), fake_redis_connection()
+def test_redis_client_itself_is_not_wrapped(boot, bridge):
+    client_mod = types.ModuleType("redis.client")
 
     class Redis:
         def __init__(self):
-            self.connection_pool = conn_mod.ConnectionPool()
+            pass
 
+    init = Redis.__init__
     client_mod.Redis = client_mod.StrictRedis = Redis  # as in redis-py: StrictRedis is Redis
-    ns = boot["_load"]("redis")
-    ns["patch_connection"](conn_mod)
-    ns["patch_client"](client_mod)
-    assert Redis.__init__.__wrapped__.__name__ == "__init__"
-    assert not hasattr(Redis.__init__.__wrapped__, "__wrapped__")  # one wrapper, not two
+    boot["_load"]("redis")["patch_client"](client_mod)
+    assert Redis.__init__ is init  # every Redis() pays nothing: its pool registers itself
 
 
 def test_redis_pool_with_reset_is_registered_by_reset_once(boot, bridge):
@@ -237,10 +238,12 @@ def test_pymongo_pool_sockets_are_clients_and_monitors_background(boot, bridge):
     app, mon = t._create_pool_for_server("a"), t._create_pool_for_monitor("a")
     s = app._get_conn()
     assert ("push", 5, 0, 0, 0) in bridge.calls and ("scope", 4242) in bridge.calls  # client's stack
-    assert (5, 0, id(s), 0) in bridge.of("open") and bridge.of("adopt_fd")[-1] == (id(s), 55)
-    assert bridge.of("checkout")[-1] == (0, id(s)) and id(s) in boot["_msocks"]
+    # the client is a pool handle; its sockets are clients in it, idle until checked out
+    assert (5, 1, id(t), 0) in bridge.of("open")
+    assert (5, 0, id(s), id(t)) in bridge.of("open") and (id(s), 55) in bridge.of("adopt_fd")
+    assert bridge.of("checkout")[-1] == (id(t), id(s)) and id(s) in boot["_msocks"]
     app.checkin(s)
-    assert bridge.of("checkin")[-1] == (0, id(s))
+    assert bridge.of("checkin")[-1] == (id(t), id(s))
     m = mon.connect()
     assert ("push", 5, 0, 0, 1) in bridge.calls and not [o for o in bridge.of("open") if o[2] == id(m)]
     s.close_socket()

@@ -938,6 +938,136 @@ static void registry_driver_categories(void **state)
     ls_buf_free(&json);
 }
 
+/* ================================================================== clients, staircases, fork (issue 10) */
+
+static const ls_mgroup *group_of_cat(const ls_model *m, int cat)
+{
+    for (size_t g = 0; g < m->ngroups; g++)
+        if (m->groups[g].cat == cat)
+            return &m->groups[g];
+    return NULL;
+}
+
+/* Three MongoClients made at one line and never closed: three clients, with their pooled and
+ * monitoring sockets; a fourth, made once elsewhere, is only "not closed at shutdown". */
+static void client_leak_counts_clients_with_their_sockets(void **state)
+{
+    (void)state;
+    scenario *s = calloc(1, sizeof *s);
+    ls_pyframe per_request[] = {{"/srv/app/webhook.py", "VectorStore.__init__", 31},
+                                {"/srv/app/webhook.py", "hook", 43}};
+    ls_pyframe once[] = {{"/srv/app/webhook.py", "<module>", 12}};
+    ls_stack_id pr = py_stack(per_request, 2), one = py_stack(once, 1);
+    for (int c = 0; c < 4; c++) {
+        uintptr_t topo = 0x1000 + 0x1000 * (uintptr_t)c;
+        add_handle(s, topo, LS_DRV_PYMONGO, LS_HK_POOL, T0 + 10 + c, 0, c < 3 ? pr : one);
+        for (int k = 0; k < 2; k++) {
+            ls_handle_view *h = add_handle(s, topo + 0x10 * (uintptr_t)(k + 1), LS_DRV_PYMONGO, LS_HK_CLIENT,
+                                           T0 + 11 + c, 0, c < 3 ? pr : one);
+            h->pool = topo;
+            h->open_socks = 1;
+            add_conn(s, 10 + 3 * c + k, 27017, LS_DRV_PYMONGO, h->handle, T0 + 11 + c, 0, c < 3 ? pr : one);
+        }
+        add_conn(s, 12 + 3 * c, 27017, LS_DRV_PYMONGO, topo, T0 + 10 + c, 0, 0)->background = 1;
+    }
+    build_model(s, LS_REPORT_EXIT);
+    const ls_mgroup *g = group_of_cat(&s->m, LS_CAT_CLIENT_LEAK);
+    assert_non_null(g);
+    assert_true(g->leak);
+    assert_int_equal(g->count, 3);                      /* clients, not connections */
+    assert_int_equal(g->nsocks, 9);                     /* 6 pooled + 3 monitoring */
+    assert_int_equal(g->states[LS_ST_BACKGROUND], 3);   /* the monitors are the clients' */
+    assert_int_equal(g->states[LS_ST_IDLE_IN_POOL], 6); /* pooled sockets are idle, not in use */
+    assert_int_equal(s->m.sum.leaks, 3);
+    const ls_mgroup *q = group_of_cat(&s->m, LS_CAT_POOL_UNCLOSED);
+    assert_non_null(q);
+    assert_false(q->leak);
+    assert_int_equal(q->count, 1);
+    const ls_mgroup *bg = group_of_cat(&s->m, LS_CAT_BACKGROUND); /* its monitor: at the client's line */
+    assert_non_null(bg);
+    assert_int_equal(bg->pystack, one);
+    ls_buf b = {0};
+    ls_text_group_title(&b, &s->m, g);
+    assert_non_null(strstr(b.data, "3 pymongo clients (MongoClient) never closed, holding 9 open MongoDB connections "
+                                   "to 10.0.0.5:27017 (6 pooled, 3 monitoring)"));
+    ls_buf_free(&b);
+    ls_model_free(&s->m);
+    free(s);
+}
+
+/* Snapshots: one place whose clients are all still open and were made over time is a staircase;
+ * pools made once each, or made at the same moment, or a place that closed some, are not. */
+static void staircase_is_a_suspect(void **state)
+{
+    (void)state;
+    scenario *s = calloc(1, sizeof *s);
+    ls_pyframe stair[] = {{"/srv/app/api.py", "handler", 20}};
+    ls_pyframe burst[] = {{"/srv/app/api.py", "startup", 5}};
+    ls_pyframe churn[] = {{"/srv/app/api.py", "other", 40}};
+    ls_stack_id st = py_stack(stair, 1), bu = py_stack(burst, 1), ch = py_stack(churn, 1);
+    for (int i = 0; i < 4; i++) {
+        add_handle(s, 0x100 + 0x10 * (uintptr_t)i, LS_DRV_REDIS_ASYNCIO, LS_HK_POOL, T0 + 10 * i, 0, st);
+        add_handle(s, 0x200 + 0x10 * (uintptr_t)i, LS_DRV_REDIS_ASYNCIO, LS_HK_POOL, T0 + 1 + 0.001 * i, 0, bu);
+        add_handle(s, 0x300 + 0x10 * (uintptr_t)i, LS_DRV_ASYNCPG, LS_HK_CLIENT, T0 + 10 * i, 0, ch);
+    }
+    add_created(s, st, 4);
+    add_created(s, bu, 4);
+    add_created(s, ch, 5); /* one was closed: not every one is still open */
+    build_model(s, LS_REPORT_SNAPSHOT);
+    int stairs = 0;
+    for (size_t k = 0; k < s->m.nsuspects; k++)
+        if (s->m.suspects[k].why == LS_SUS_STAIRCASE) {
+            stairs++;
+            const ls_msuspect *x = &s->m.suspects[k];
+            assert_int_equal(x->count, 4);
+            assert_true(x->seconds > 29.9 && x->seconds < 30.1);
+            assert_int_equal(s->m.rows[x->row].where.user->line, 20);
+        }
+    assert_int_equal(stairs, 1);
+    ls_buf b = {0};
+    ls_render_opts o = {.fold = 1, .top = 10};
+    ls_render_text(&b, &s->m, &o);
+    assert_non_null(strstr(b.data, "4 database clients or connections created from one place over 30.0s, all still "
+                                   "open (a staircase)"));
+    ls_buf_free(&b);
+    ls_model_free(&s->m);
+    free(s);
+}
+
+/* A connection made before fork() and used since by another process: in the process that made
+ * it, and in a child that used it; a child that only inherited it says nothing. */
+static void shared_across_fork_is_its_own_category(void **state)
+{
+    (void)state;
+    ls_pyframe at_import[] = {{"/srv/app/wsgi.py", "<module>", 17}};
+    ls_stack_id imp = py_stack(at_import, 1);
+    for (int child = 0; child < 3; child++) {
+        scenario *s = calloc(1, sizeof *s);
+        ls_handle_view *h = add_handle(s, 0x500, LS_DRV_LIBPQ, LS_HK_CLIENT, T0, 0, imp);
+        h->open_socks = 1;
+        h->inherited = child > 0;
+        ls_conn_view *c = add_conn(s, 5, 5432, LS_DRV_LIBPQ, 0x500, T0, 0, 0);
+        c->inherited = child > 0;
+        c->shared = child == 2 ? 0 : 2; /* child 2 never used it: nobody else did either */
+        c->used_here = child == 1;
+        build_model(s, LS_REPORT_EXIT);
+        const ls_mgroup *g = group_of_cat(&s->m, LS_CAT_SHARED_FORK);
+        if (child == 2) {
+            assert_null(g);
+            assert_int_equal(s->m.sum.leaks, 0);
+        } else {
+            assert_non_null(g);
+            assert_true(g->leak);
+            assert_int_equal(g->count, 1);
+            assert_int_equal(g->pystack, imp); /* the line that opened it, in parent and child */
+            assert_null(group_of_cat(&s->m, LS_CAT_HANDLE_LEAK));
+            assert_int_equal(s->m.sum.leaks, 1);
+        }
+        ls_model_free(&s->m);
+        free(s);
+    }
+}
+
 int main(void)
 {
     /* The golden tests come first: the stack ids they print are the first ones interned. */
@@ -953,6 +1083,9 @@ int main(void)
         cmocka_unit_test(frames_are_classified),
         cmocka_unit_test(registry_groups_largest_first_summary_last),
         cmocka_unit_test(registry_driver_categories),
+        cmocka_unit_test(client_leak_counts_clients_with_their_sockets),
+        cmocka_unit_test(staircase_is_a_suspect),
+        cmocka_unit_test(shared_across_fork_is_its_own_category),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
