@@ -76,6 +76,9 @@ def test_webhook_client_per_request(service, mongo):
     assert len(g) == 1 and g[0]["driver"] == "pymongo"
     assert g[0]["states"]["background"] == 12 and 12 <= g[0]["states"]["idle-in-pool"] <= 120
     assert "12 pymongo clients (MongoClient) never closed" in g[0]["title"]
+    # ...and the request that made them: the route's template, 12 requests (issue 10, "which request")
+    assert [(c["label"], c["phase"], c["count"], c["requests"]) for c in g[0]["contexts"]] == \
+        [("POST /webhooks/payload", "request", 12, 12)], g[0]["contexts"]
     assert leak_count(rep) == 12 and rep["summary"]["leaks"] == 12
     # The health checker's lazy client and the global Motor client: one each, not closed.
     health = line_of(sample, "_health_client = MongoClient(MONGO_URI)")
@@ -183,6 +186,12 @@ def test_sqlmodel_sessions_and_asyncpg_early_return(service, pg):
     # `await asyncpg.connect(...)` line although asyncpg connected in a task of its own.
     assert count_at(rep, sample, order, "handle-leak") == 3
     assert [g["driver"] for g in groups_at(rep, sample, order, "handle-leak")] == ["asyncpg"]
+    # each group names the route its leaks were made during (the endpoint's template)
+    def routes(line, cat):
+        return {c["label"] for g in groups_at(rep, sample, line, cat) for c in g["contexts"]}
+    assert routes(early, "checkout-leak") == {"GET /users/{uid}"}
+    assert routes(raised, "checkout-leak") == {"POST /users/{uid}/rename"}
+    assert routes(order, "handle-leak") == {"GET /orders/{oid}"}
     assert leak_count(rep) == 6 and rep["summary"]["leaks"] == 6
 
 
