@@ -11,6 +11,9 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -494,3 +497,54 @@ def test_dump_signal_while_attached_and_the_programs_own_after_detach(c_service,
     assert tool("detach", svc.pid).returncode == 0
     svc.proc.send_signal(signal.SIGUSR2)
     assert svc.proc.wait(timeout=30) == -signal.SIGUSR2
+
+
+# ---------------------------------------------------------------- an ASGI service under uvicorn
+
+
+def test_fastapi_service_under_uvicorn_attached_reports_asyncpg_leaks_with_their_route(pg, tmp_path):
+    """A FastAPI app (samples/py_fastapi_sqlmodel.py) served by uvicorn, started without the shim,
+    already serving and holding its modules (asyncpg, starlette) when attached: connections it
+    leaks afterwards are named at the endpoint's `await asyncpg.connect(...)` line and route."""
+    import json
+
+    import services as sv
+
+    sample = SAMPLES / "py_fastapi_sqlmodel.py"
+    port = sv.free_port()
+    env = dict(bare_env(), PG_DSN=pg.dsn, PG_URL=f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.dbname}")
+    log = open(tmp_path / "uvicorn.log", "w+")
+    argv = [PY, "-m", "uvicorn", "--app-dir", str(SAMPLES), "py_fastapi_sqlmodel:app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen([str(a) for a in argv], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=str(tmp_path))
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return None
+
+    try:
+        sv.wait_for(lambda: get("/orders/5") == 200, 60, "uvicorn to serve")  # a clean request, bare
+        opts = f"ports={pg.port}:report={tmp_path}/report-%p:format=json"
+        r = tool("attach", "--options", opts, proc.pid)
+        assert r.returncode == 0, r.stderr
+        with ThreadPoolExecutor(8) as ex:  # 8 concurrent requests, 5 of them leaking a connection
+            codes = list(ex.map(get, ["/orders/500", "/orders/5"] * 3 + ["/orders/501", "/orders/502"]))
+        assert codes == [200] * 8, codes
+        doc = json.loads(tool("dump", "--json", proc.pid).stdout)
+        line = line_of(sample, "# left open by the early return")
+        live = [g for g in doc["groups"] if g["driver"] == "asyncpg" and
+                (str(sample), line) in [(f, n) for f, n, _ in user_frames(doc, g)]]
+        assert live and sum(g["sockets"] for g in live) == 5, doc["groups"]
+        assert {c["label"] for g in live for c in g["contexts"]} == {"GET /orders/{oid}"}
+        assert tool("detach", proc.pid).returncode == 0
+        assert get("/orders/5") == 200  # still serving after detach
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
