@@ -420,6 +420,10 @@ def pytest_configure(config):
 NOT_UNDER_ASAN = {
     "test_noexport.py::test_bare_name_dlopen_still_searches_the_callers_runpath":
         "ASan intercepts dlopen, so glibc searches the RUNPATH of libasan (its caller), not the host's",
+    "test_core.py::test_stress_threads_dumps_and_forks":
+        "the shim's fork() reaches libc's through RTLD_NEXT, past ASan's fork interceptor, which is what keeps "
+        "ASan's allocator usable in a child forked from a multi-threaded parent: the child's exit report "
+        "(symbolizing the timeline's stacks) then waits on an allocator lock another thread held at the fork",
 }
 
 
