@@ -10,6 +10,24 @@
 
 /* ------------------------------------------------------------------ classification */
 
+/* The basename of a Unix socket's path (abstract names: the name after the NUL) into buf, which
+ * has room for sun_path + 1 bytes; returns a pointer into buf, or NULL if sa is not AF_UNIX. */
+static const char *unix_base(const struct sockaddr *sa, socklen_t len, char *buf)
+{
+    if (!sa || sa->sa_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path))
+        return NULL;
+    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+    size_t n = len - offsetof(struct sockaddr_un, sun_path);
+    if (n > sizeof un->sun_path)
+        n = sizeof un->sun_path;
+    memcpy(buf, un->sun_path, n);
+    buf[n] = 0;
+    if (!buf[0]) /* abstract socket: match the name after the NUL */
+        memmove(buf, buf + 1, n);
+    const char *base = strrchr(buf, '/');
+    return base ? base + 1 : buf;
+}
+
 int ls_classify(const struct sockaddr *sa, socklen_t len)
 {
     if (!sa || len < sizeof(sa_family_t))
@@ -25,18 +43,9 @@ int ls_classify(const struct sockaddr *sa, socklen_t len)
                 return 1;
         return 0;
     }
-    if (sa->sa_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path)) {
-        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
-        char path[sizeof un->sun_path + 1];
-        size_t n = len - offsetof(struct sockaddr_un, sun_path);
-        if (n > sizeof un->sun_path)
-            n = sizeof un->sun_path;
-        memcpy(path, un->sun_path, n);
-        path[n] = 0;
-        if (!path[0]) /* abstract socket: match the name after the NUL */
-            memmove(path, path + 1, n);
-        const char *base = strrchr(path, '/');
-        base = base ? base + 1 : path;
+    char path[sizeof((struct sockaddr_un *)0)->sun_path + 1];
+    const char *base = unix_base(sa, len, path);
+    if (base) {
         for (int i = 0; i < ls_opt.npaths; i++)
             if (!fnmatch(ls_opt.paths[i], base, 0))
                 return 1;
@@ -80,16 +89,9 @@ const char *ls_service_name(int driver, const struct sockaddr *sa, socklen_t len
             if (port >= port_names[i].lo && port <= port_names[i].hi)
                 return port_names[i].name;
     }
-    if (sa && sa->sa_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path)) {
-        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
-        char path[sizeof un->sun_path + 1];
-        size_t n = len - offsetof(struct sockaddr_un, sun_path);
-        if (n > sizeof un->sun_path)
-            n = sizeof un->sun_path;
-        memcpy(path, un->sun_path, n);
-        path[n] = 0;
-        const char *base = strrchr(path, '/');
-        base = base ? base + 1 : path;
+    char path[sizeof((struct sockaddr_un *)0)->sun_path + 1];
+    const char *base = unix_base(sa, len, path);
+    if (base) {
         for (size_t i = 0; i < sizeof path_names / sizeof path_names[0]; i++)
             if (!fnmatch(path_names[i].glob, base, 0))
                 return path_names[i].name;

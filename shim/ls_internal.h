@@ -11,40 +11,6 @@
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
-/* ---------------------------------------------------------------- attribution contexts (attrib.c)
- * A label (test id, request route) and a phase, interned into an id recorded by every socket,
- * handle and checkout at creation. An attribution value: id in the low 32 bits, an instance
- * number (which request) in the high 32 bits; 0 = none. Never in a signal handler (intern). */
-uint32_t ls_attr_intern(const char *label, const char *phase); /* 0 if label is empty or no memory */
-const char *ls_attr_label(uint64_t a);                         /* NULL for 0 or unknown */
-const char *ls_attr_phase(uint64_t a);
-void ls_attr_set_thread(uint64_t a); /* this thread's value (C API) */
-uint64_t ls_attr_thread(void);
-void ls_attr_set_process(uint64_t a); /* every thread's fallback */
-/* The value a creation records now: the Python hook's (task-local), this thread's, the process's. */
-uint64_t ls_attr_current(void);
-/* Set by hook_python.c: the ContextVar value read during this thread's last Python stack capture
- * (which it clears), 0 if none. Called right after ls_pystack_capture(). */
-extern uint64_t (*ls_attr_py_hook)(void);
-uint64_t ls_seq_next(void); /* numbers each creation and checkout: 1, 2, ... */
-uint64_t ls_seq_now(void);  /* the last number given */
-void ls_attr_atfork(int phase);
-/* Reports on what was created in given ranges of the sequence and is still live (report_emit.c):
- * ranges are nranges pairs (lo, hi], hi 0 = no end. Built as an exit report over those sockets
- * and handles only; json/text may be NULL. Returns 0, -1 out of memory. */
-int ls_report_live_in(const uint64_t *ranges, size_t nranges, ls_buf *json, ls_buf *text, int *leaks);
-/* The program's exit status when known (main's return value or an exit() call), else -1
- * (exitpolicy.c; set by hook_exit.c). */
-int ls_exit_status(void);
-void ls_exit_status_set(int status);
-void ls_exitpolicy_init(void); /* constructor: notes the environment we started with */
-/* 1 in a process exec'ed by a test of a suite running under the shim (children= applies). */
-int ls_suite_child(void);
-/* PYTEST_CURRENT_TEST as this process inherited it ("" if not): a test of the parent's, which
- * names nothing this process creates (hook_python.c skips it). */
-const char *ls_inherited_test(void);
-enum ls_children { LS_CHILD_FILE, LS_CHILD_REPORT, LS_CHILD_GATE };
-
 #endif
 #include <stdarg.h>
 #include <stddef.h>

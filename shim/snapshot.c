@@ -12,7 +12,8 @@
 
 /* ------------------------------------------------------------------ snapshots */
 
-static int state_of(const conn *c, const handle *h)
+/* Caller holds ls_reg_lock. Shared with timeline.c, which counts sockets by state. */
+int ls_reg_state_of(const conn *c, const handle *h)
 {
     if (c->background)
         return LS_ST_BACKGROUND;
@@ -218,7 +219,7 @@ static void fill_view(ls_conn_view *v, const conn *c, const handle *h)
     v->driver = c->driver;
     v->handle = c->handle;
     v->pool = h ? h->pool : c->pool;
-    v->state = state_of(c, h);
+    v->state = ls_reg_state_of(c, h);
     v->background = c->background;
     v->inherited = c->inherited;
     v->before_attach = c->before_attach;

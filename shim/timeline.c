@@ -103,17 +103,6 @@ void ls_timeline_reset(void)
 
 /* ------------------------------------------------------------------ counting */
 
-static int state_of(const conn *c, const handle *h)
-{
-    if (c->background)
-        return LS_ST_BACKGROUND;
-    if (h && h->freed)
-        return LS_ST_ORPHANED;
-    if (h && h->pool)
-        return h->checked_out ? LS_ST_CHECKED_OUT : LS_ST_IDLE_IN_POOL;
-    return LS_ST_IN_USE;
-}
-
 static int svc_index(ls_counts *k, const char *svc)
 {
     for (int i = 0; i < k->nsvc; i++)
@@ -153,7 +142,7 @@ void ls_counts_take(ls_counts *k, double now, double threshold, int by_service)
         if (c->inherited)
             continue;
         const handle *h = c->handle ? ls_reg_handle_get(c->handle) : NULL;
-        int st = state_of(c, h);
+        int st = ls_reg_state_of(c, h);
         ls_tl_group key = key_of(c, h);
         ls_tl_gcount *g = &s->g[ls_tl_group_slot(&key)];
         g->live++;
