@@ -52,11 +52,10 @@ extern handle *ls_reg_handles; /* by handle address */
 extern pthread_mutex_t ls_reg_lock;
 extern uint64_t ls_reg_closed_behind; /* entries dropped because the kernel said the fd was gone */
 
-conn *ls_reg_fd_get(int fd);            /* the socket tracked under fd, lock-free for fds < FDTAB_MAX */
-handle *ls_reg_handle_get(uintptr_t h); /* caller holds ls_reg_lock */
-void ls_reg_unmap_fd(int fd);
-int ls_reg_state_of(const conn *c, const handle *h);
-    /* enum ls_state; caller holds ls_reg_lock */ /* caller holds ls_reg_lock: fd no longer holds its socket */
+conn *ls_reg_fd_get(int fd);                         /* the socket tracked under fd, lock-free for fds < FDTAB_MAX */
+handle *ls_reg_handle_get(uintptr_t h);              /* caller holds ls_reg_lock */
+void ls_reg_unmap_fd(int fd);                        /* caller holds ls_reg_lock: fd no longer holds its socket */
+int ls_reg_state_of(const conn *c, const handle *h); /* enum ls_state; caller holds ls_reg_lock */
 /* Sockets forgotten (closed, or found closed) per driver, whole run; under ls_reg_lock. Read by
  * timeline.c, which counts live sockets in one pass under the lock instead of copying them. */
 extern uint64_t ls_reg_closed_by_driver[LS_DRV_COUNT];
