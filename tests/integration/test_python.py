@@ -337,8 +337,13 @@ def test_pymongo_client_per_request(tmp_path, mongo):
     assert rep["summary"]["leaks"] == 6
     assert {g["driver"] for g in leak_groups(rep)} == {"pymongo"}
     for g in leak_groups(rep):
-        assert g["sockets"] == 2 * g["count"]
-        assert g["states"]["background"] == g["count"] and g["states"]["idle-in-pool"] == g["count"]
+        # each client holds the pooled socket its request used, and its monitor's socket; a monitor
+        # connects (and reconnects) in its own thread, so at exit one may be between connections
+        # (seen under the slow ASan build): never more monitor sockets than clients, none elsewhere
+        states = g["states"]
+        assert states["idle-in-pool"] == g["count"], states
+        assert 0 < states.get("background", 0) <= g["count"], states
+        assert g["sockets"] == states["idle-in-pool"] + states["background"]
     # Monitor sockets of leaked clients are the clients' and never "background, not a leak".
     assert not [s for s in rep["sockets"] if s["category"] == "background"]
 

