@@ -18,22 +18,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int lfd, port;
-
-static int setup(void **state)
-{
-    (void)state;
-    port = unit_setup(&lfd);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    close(lfd);
-    return 0;
-}
-
 /* ================================================================== hand-made inputs */
 
 /* A symbolizer from a table: the same frames on every machine and build. */
@@ -776,14 +760,14 @@ static void frames_are_classified(void **state)
 /* noipa + a barrier after the call: no inlining, no merging, no tail call. */
 static int __attribute__((noipa)) leak_site_a(void)
 {
-    int fd = unit_connect(port);
+    int fd = unit_connect(unit_port);
     __asm__ volatile("" ::: "memory");
     return fd;
 }
 
 static int __attribute__((noipa)) leak_site_b(void)
 {
-    int fd = unit_connect(port);
+    int fd = unit_connect(unit_port);
     __asm__ volatile("" ::: "memory");
     return fd;
 }
@@ -871,19 +855,19 @@ static void registry_driver_categories(void **state)
     /* 1: handle never freed, its socket open */
     ls_handle_open(LS_DRV_LIBPQ, LS_HK_CLIENT, 0x100, 0);
     ls_ctx prev = ls_ctx_push(LS_DRV_LIBPQ, 0x100, 0, 0);
-    int a = unit_connect(port);
+    int a = unit_connect(unit_port);
     ls_ctx_pop(prev);
     /* 2: handle freed, socket still open (redisFreeKeepFd) */
     ls_handle_open(LS_DRV_HIREDIS, LS_HK_CLIENT, 0x200, 0);
     prev = ls_ctx_push(LS_DRV_HIREDIS, 0x200, 0, 0);
-    int b = unit_connect(port);
+    int b = unit_connect(unit_port);
     ls_ctx_pop(prev);
     ls_handle_release_fd(0x200, b);
     ls_handle_close(0x200);
     /* 3: socket closed under a live handle */
     ls_handle_open(LS_DRV_MYSQL, LS_HK_CLIENT, 0x300, 0);
     prev = ls_ctx_push(LS_DRV_MYSQL, 0x300, 0, 0);
-    int c = unit_connect(port);
+    int c = unit_connect(unit_port);
     ls_ctx_pop(prev);
     unit_close(c);
     /* 4: checked out of a pool and never returned; 5: the pool itself never destroyed */
@@ -893,7 +877,7 @@ static void registry_driver_categories(void **state)
     ls_pool_checkin(0x400, 0x420);
     /* 6: background monitoring socket */
     prev = ls_ctx_push(LS_DRV_MONGOC, 0, 0x400, 1);
-    int d = unit_connect(port);
+    int d = unit_connect(unit_port);
     ls_ctx_pop(prev);
 
     build(&text, &json, 0, &leaks);
@@ -1087,5 +1071,5 @@ int main(void)
         cmocka_unit_test(staircase_is_a_suspect),
         cmocka_unit_test(shared_across_fork_is_its_own_category),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, unit_group_setup, unit_group_teardown);
 }

@@ -28,22 +28,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int lfd, port;
-
-static int setup(void **state)
-{
-    (void)state;
-    port = unit_setup(&lfd);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    close(lfd);
-    return 0;
-}
-
 static uint64_t ino_of(int fd)
 {
     struct stat st;
@@ -310,7 +294,7 @@ static int make_registry(int *fds, struct unix_db *u)
 {
     int n = 0;
     for (int i = 0; i < 6; i++)
-        fds[n++] = unit_connect(port);
+        fds[n++] = unit_connect(unit_port);
     fds[n] = dup(fds[0]);
     ls_on_dup(fds[0], fds[n]);
     n++;
@@ -461,7 +445,7 @@ static void netlink_refused_falls_back(void **state)
             _exit(77);
         ls_sockdiag t;
         ls_sockdiag_init(&t, 1);
-        struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)unit_port)};
         ls_sockdiag_want(&t, ino_of(fds[0]), (struct sockaddr *)&in, sizeof in);
         if (ls_sockdiag_fill(&t, LS_SD_ALL) != -1 || errno != EPERM)
             _exit(3); /* the filter did not refuse */
@@ -529,7 +513,7 @@ static void reused_number_is_dropped(void **state)
     (void)state;
     for (int mode = 0; mode < 4; mode++) {
         int sockdiag = mode & 1, private_table = mode & 2;
-        int a = unit_connect(port);
+        int a = unit_connect(unit_port);
         uint64_t old_ino = ino_of(a);
         int keep = (int)syscall(SYS_dup, a); /* untracked: the socket outlives a */
         assert_true(keep >= 0);
@@ -596,7 +580,7 @@ static void duplicates_are_batched_and_closed(void **state)
     size_t before = s0.nconns;
     ls_registry_snapshot_free(&s0);
     for (int i = 0; i < N; i++)
-        fds[i] = unit_connect(port);
+        fds[i] = unit_connect(unit_port);
     struct many_state m = {N, 0, 0};
     if (!on_private_table(check_many, &m)) {
         for (int i = 0; i < N; i++)
@@ -632,7 +616,7 @@ static void *churn(void *arg)
 {
     (void)arg;
     while (__atomic_load_n(&churning, __ATOMIC_RELAXED)) {
-        int a = unit_connect(port);
+        int a = unit_connect(unit_port);
         int b = dup(a);
         ls_on_dup(a, b);
         unit_close(a);
@@ -650,7 +634,7 @@ static void snapshots_while_sockets_come_and_go(void **state)
     enum { STABLE = LS_HOSTFDS_BATCH + 20, THREADS = 3 };
     static int fds[STABLE];
     for (int i = 0; i < STABLE; i++)
-        fds[i] = unit_connect(port);
+        fds[i] = unit_connect(unit_port);
     pthread_t t[THREADS];
     __atomic_store_n(&churning, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < THREADS; i++)
@@ -844,5 +828,5 @@ int main(void)
         cmocka_unit_test(addresses_format_as_inet_ntop),
         cmocka_unit_test(numbers_format_as_printf),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, unit_group_setup, unit_group_teardown);
 }

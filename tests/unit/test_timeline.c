@@ -9,22 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int port, lfd;
-
-static int setup(void **state)
-{
-    (void)state;
-    port = unit_setup(&lfd);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    close(lfd);
-    return 0;
-}
-
 static ls_tl_sample at(double t, int live)
 {
     ls_tl_sample s;
@@ -118,7 +102,7 @@ static void counts_follow_the_registry(void **state)
     ls_counts_take(&k0, ls_now(), 30, 1);
     int fds[5];
     for (int i = 0; i < 5; i++)
-        fds[i] = unit_connect(port);
+        fds[i] = unit_connect(unit_port);
     unit_close(fds[4]);
     unit_close(fds[3]);
     ls_counts k;
@@ -155,5 +139,5 @@ int main(void)
         cmocka_unit_test(groups_past_the_limit_are_other),
         cmocka_unit_test(counts_follow_the_registry),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, unit_group_setup, unit_group_teardown);
 }

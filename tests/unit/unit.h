@@ -14,6 +14,10 @@
 int unit_listen(int *lfd);
 /* Default options, the registry, and a listener whose port counts as a database's. */
 int unit_setup(int *lfd);
+/* cmocka group setup/teardown around unit_setup: its listener and port in unit_lfd, unit_port. */
+extern int unit_port, unit_lfd;
+int unit_group_setup(void **state);
+int unit_group_teardown(void **state);
 /* socket + connect to 127.0.0.1:port, reported to the registry as the hook would. */
 int unit_connect(int port);
 /* close as the hook does it: forget first, then the real close. */

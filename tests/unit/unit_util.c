@@ -65,3 +65,19 @@ int unit_setup(int *lfd)
     ls_options_parse(&ls_opt, opt, NULL, NULL);
     return port;
 }
+
+int unit_port, unit_lfd;
+
+int unit_group_setup(void **state)
+{
+    (void)state;
+    unit_port = unit_setup(&unit_lfd);
+    return 0;
+}
+
+int unit_group_teardown(void **state)
+{
+    (void)state;
+    close(unit_lfd);
+    return 0;
+}
