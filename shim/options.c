@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-ls_options ls_opt;
-
 /* The defaults of ports= and paths= come from drivers.def: each row adds ",TEXT" and the
  * option table skips the first comma. */
 static const char default_ports[] = ""
@@ -58,6 +56,55 @@ static const char default_paths[] = ""
     OPT(CHILDREN, children, "file", "file|report|gate",                                                                \
         "processes a test under the shim starts: `file` = a report only if `report` is a path, status untouched; "     \
         "`report` = report as the parent does, status untouched; `gate` = also `exitcode`")
+
+/* The same defaults as data. The shim's ls_opt starts out holding them, so a process the shim is
+ * preloaded into pays nothing to set them: parsing the table's strings called a dozen libc
+ * functions, each bound by the loader on first use, about 12,000 instructions in every process.
+ * tests/unit/test_options.c checks that parsing the table gives exactly these bytes (ls_opt as
+ * a process starts). */
+#define DATABASE_PORT(text, lo, hi, service) +1
+enum {
+    DEFAULT_NPORTS = 0
+#include "drivers.def"
+};
+#undef DATABASE_PORT
+#define DATABASE_PATH(glob, service) +1
+enum {
+    DEFAULT_NPATHS = 0
+#include "drivers.def"
+};
+#undef DATABASE_PATH
+ls_options ls_opt = {
+    .report = "stderr",
+    .format = LS_FMT_TEXT,
+    .signal = SIGUSR2,
+    .exitcode = 0,
+    .threshold = 30,
+    .frames = 32,
+    .ports =
+        {
+#define DATABASE_PORT(text, lo, hi, service) {lo, hi},
+#include "drivers.def"
+#undef DATABASE_PORT
+        },
+    .nports = DEFAULT_NPORTS,
+    .paths =
+        {
+#define DATABASE_PATH(glob, service) glob,
+#include "drivers.def"
+#undef DATABASE_PATH
+        },
+    .npaths = DEFAULT_NPATHS,
+    .track = LS_TRACK_DB,
+    .suppressions = "",
+    .interval = 1,
+    .verbosity = 1,
+    .top = 5,
+    .fold = 1,
+    .help = 0,
+    .metrics = "",
+    .children = LS_CHILD_FILE,
+};
 
 struct opt_desc {
     const char *name, *def, *valid, *desc;

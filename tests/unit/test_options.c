@@ -29,6 +29,26 @@ static int has_port(const ls_options *o, int port)
     return 0;
 }
 
+/* ls_opt as this process started, before any test changed it: the shim's defaults as data. */
+static ls_options at_start;
+__attribute__((constructor)) static void snapshot_at_start(void)
+{
+    memcpy(&at_start, &ls_opt, sizeof at_start);
+}
+
+/* The defaults written as data in options.c are exactly what parsing the option table's default
+ * strings gives, byte for byte (padding included: both start zeroed). */
+static void static_defaults_match_table(void **state)
+{
+    (void)state;
+    ls_options parsed;
+    ls_options_defaults(&parsed);
+    assert_int_equal(at_start.nports, parsed.nports);
+    assert_int_equal(at_start.npaths, parsed.npaths);
+    assert_true(parsed.nports > 10 && parsed.npaths > 5);
+    assert_memory_equal(&at_start, &parsed, sizeof parsed);
+}
+
 static void defaults(void **state)
 {
     (void)state;
@@ -470,6 +490,7 @@ int main(void)
         cmocka_unit_test(signal_names),
         cmocka_unit_test(signal_strict),
         cmocka_unit_test(ints_strict),
+        cmocka_unit_test(static_defaults_match_table),
         cmocka_unit_test(doubles_strict),
         cmocka_unit_test(ports_and_paths_strict),
         cmocka_unit_test(messages_one_line),
