@@ -76,11 +76,16 @@ build/py/%.pyc: shim/py/%.py
 		c = compile(open(f).read(), "<leakshim>/" + f.rsplit("/", 1)[1], "exec"); \
 		open(sys.argv[2], "wb").write(u.MAGIC_NUMBER + marshal.dumps(c))' $< $@ 2>/dev/null || : > $@
 
-# -z now: no lazy PLT resolver (kilobytes of stack) runs inside a hook on the host's thread.
+# Binding: lazy, so a process pays the loader's lookup (700-900 instructions a name) only for the
+# libc functions the shim really calls. The exceptions are the functions a hook calls on the host's
+# stack (shim/ls_bind.h marks them noplt): bound when the shim loads, so the loader's lazy resolver
+# (a few KB of stack) never runs on a host's stack inside a hook (tests/integration/test_binding.py).
+# -z pack-relative-relocs: the ~600 relative relocations as a compact RELR table.
+SHIM_LDFLAGS := -Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,lazy -Wl,-z,pack-relative-relocs \
+	-ldl -lpthread
 $(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map $(PY_SRC) $(PY_PYC)
 	$(call msg,CCLD,$@)
-	$(Q)$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
-		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,now -ldl -lpthread
+	$(Q)$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) $(SHIM_LDFLAGS)
 
 # The tool looks for the shim beside itself (LIBDIR relative to BINDIR: a staged DESTDIR tree or a
 # moved prefix works), then in LIBDIR. Both are built in; build/tool-dirs changes (and the tool is
@@ -178,8 +183,7 @@ shim-asan: $(ASAN_SHIM) $(ASAN_STUB)
 $(ASAN_SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map $(PY_SRC) $(PY_PYC)
 	@mkdir -p $(ASAN_DIR)
 	$(call msg,ASAN,$@)
-	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) \
-		-Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,now -ldl -lpthread
+	$(Q)$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -fPIC -fvisibility=hidden -shared -o $@ $(SHIM_SRC) $(SHIM_LDFLAGS)
 
 # Preloaded after libasan by the tests: see the comment in tests/integration/asan_stub.c.
 $(ASAN_STUB): tests/integration/asan_stub.c

@@ -13,6 +13,8 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define ALT_SIZE (256 * 1024) /* room for dlopen, pthread_create and a CPython stack walk */
 #define ALT_GUARD 4096
@@ -95,11 +97,17 @@ static alt *alt_get(void)
     pthread_mutex_unlock(&alt_lock);
     if (a)
         return a;
-    char *m =
-        mmap(NULL, ALT_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    /* The lowest page stays PROT_NONE: an overflow faults instead of writing into a neighbour.
+     * Two mmaps, not mmap and mprotect: this runs on the host's stack, where only functions
+     * bound at load may be called (ls_bind.h), and mmap is one already. */
+    char *m = mmap(NULL, ALT_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
-    mprotect(m, ALT_GUARD, PROT_NONE); /* an overflow faults instead of writing into a neighbour */
+    if (mmap(m + ALT_GUARD, ALT_SIZE - ALT_GUARD, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        syscall(SYS_munmap, m, ALT_SIZE);
+        return NULL;
+    }
     return (alt *)(m + ALT_SIZE - 64);
 }
 
@@ -132,5 +140,5 @@ void ls_altstack_atfork(int phase)
     else if (phase == 1)
         pthread_mutex_unlock(&alt_lock);
     else
-        pthread_mutex_init(&alt_lock, NULL);
+        LS_MUTEX_REINIT(alt_lock);
 }

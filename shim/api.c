@@ -1,6 +1,7 @@
 /* The public C API (shim/include/leakshim.h, installed as include/leakshim.h): attribution
  * contexts, the creation counter and "what is still open since then" as JSON. Each entry point
- * runs inside the recursion guard: building a report opens and closes files of its own. */
+ * runs inside the recursion guard (building a report opens and closes files of its own) and does
+ * its work on a private stack: the caller's thread may have a small one. */
 #include "ls_internal.h"
 #define LEAKSHIM_WEAK /* the definitions are strong */
 #include "include/leakshim.h"
@@ -14,19 +15,30 @@ LEAKSHIM_EXPORT int leakshim_api_version(void)
     return LEAKSHIM_API_VERSION;
 }
 
+struct intern_args {
+    const char *label, *phase;
+    uint32_t id;
+};
+static void intern_on_private_stack(void *arg)
+{
+    struct intern_args *a = arg;
+    a->id = ls_attr_intern(a->label, a->phase);
+}
+
 LEAKSHIM_EXPORT int leakshim_set_context(const char *label, const char *phase)
 {
     if (!label || !*label) {
         ls_attr_set_thread(0);
         return 0;
     }
+    struct intern_args a = {label, phase, 0};
     int e = errno;
     ls_in_shim++;
-    uint32_t id = ls_attr_intern(label, phase);
+    ls_on_private_stack(intern_on_private_stack, &a);
     ls_in_shim--;
     errno = e;
-    ls_attr_set_thread(id);
-    return id ? 0 : -1;
+    ls_attr_set_thread(a.id);
+    return a.id ? 0 : -1;
 }
 
 LEAKSHIM_EXPORT void leakshim_clear_context(void)
@@ -39,15 +51,27 @@ LEAKSHIM_EXPORT unsigned long long leakshim_creations(void)
     return (unsigned long long)ls_seq_now();
 }
 
+struct live_args {
+    uint64_t range[2];
+    ls_buf b;
+    int n, rc;
+};
+static void live_on_private_stack(void *arg)
+{
+    struct live_args *a = arg;
+    a->rc = ls_report_live_in(a->range, 1, &a->b, NULL, &a->n);
+}
+
 LEAKSHIM_EXPORT char *leakshim_live_since(unsigned long long since, int *leaks)
 {
-    int e = errno, n = 0;
-    uint64_t r[2] = {since, 0};
-    ls_buf b = {0};
+    int e = errno;
+    struct live_args a = {.range = {since, 0}};
     ls_in_shim++;
-    int rc = ls_report_live_in(r, 1, &b, NULL, &n);
+    ls_on_private_stack(live_on_private_stack, &a);
     ls_in_shim--;
     errno = e;
+    ls_buf b = a.b;
+    int rc = a.rc, n = a.n;
     if (rc < 0 || b.oom || !b.data) {
         ls_buf_free(&b);
         return NULL;

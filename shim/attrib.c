@@ -174,5 +174,5 @@ void ls_attr_atfork(int phase)
     else if (phase == 1)
         pthread_mutex_unlock(&attr_lock);
     else
-        pthread_mutex_init(&attr_lock, NULL);
+        LS_MUTEX_REINIT(attr_lock);
 }

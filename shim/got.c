@@ -19,6 +19,7 @@
  * (they take dl_load_lock, which another thread could hold while waiting for our mutex).
  */
 #include "ls_got.h"
+#include "ls_bind.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -42,10 +43,12 @@
 #define GOT_R_SYM(i) ELF64_R_SYM(i)
 #define GOT_R_TYPE(i) ELF64_R_TYPE(i)
 #define GOT_ST_BIND(i) ELF64_ST_BIND(i)
+#define GOT_ST_TYPE(i) ELF64_ST_TYPE(i)
 #else
 #define GOT_R_SYM(i) ELF32_R_SYM(i)
 #define GOT_R_TYPE(i) ELF32_R_TYPE(i)
 #define GOT_ST_BIND(i) ELF32_ST_BIND(i)
+#define GOT_ST_TYPE(i) ELF32_ST_TYPE(i)
 #endif
 
 /* ------------------------------------------------------------------ memo
@@ -87,7 +90,7 @@ static void got_parent(void)
 }
 static void got_child(void)
 {
-    pthread_mutex_init(&got_mu, NULL);
+    got_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* in fork: no call */
 }
 static void got_register_atfork(void)
 {
@@ -117,6 +120,14 @@ typedef struct got_filter {
     uint64_t bits[64];
     uint32_t pre[GOT_FAST_MAX];
 } got_filter;
+
+/* strcmp's answer to "equal?", without binding libc's strcmp in every process at start-up. */
+static int same_str(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
 
 static uint32_t prefix_word(const char *s)
 {
@@ -154,7 +165,7 @@ static const ls_got_hook *hook_lookup(const got_filter *f, const ls_got_hook *ho
     if (!(f->bits[b >> 6] & (1ull << (b & 63))))
         return NULL;
     for (size_t i = 0; i < n; i++)
-        if ((i >= GOT_FAST_MAX || f->pre[i] == w) && !strcmp(hooks[i].name, name))
+        if ((i >= GOT_FAST_MAX || f->pre[i] == w) && same_str(hooks[i].name, name))
             return &hooks[i];
     return NULL;
 }
@@ -173,16 +184,6 @@ typedef struct got_obj {
 static int flags_to_prot(ElfW(Word) f)
 {
     return (f & PF_R ? PROT_READ : 0) | (f & PF_W ? PROT_WRITE : 0) | (f & PF_X ? PROT_EXEC : 0);
-}
-
-static int obj_contains(const got_obj *o, uintptr_t a)
-{
-    for (size_t i = 0; i < o->phnum; i++) {
-        const ElfW(Phdr) *ph = &o->phdr[i];
-        if (ph->p_type == PT_LOAD && a >= o->base + ph->p_vaddr && a - (o->base + ph->p_vaddr) < ph->p_memsz)
-            return 1;
-    }
-    return 0;
 }
 
 /* The protection the slot's page has now, as the loader left it; -1 if not in a PT_LOAD. */
@@ -385,6 +386,17 @@ static int still_loading(uintptr_t addr_in_object)
 #endif
 }
 
+/* glibc's libc.so.6 calls its own functions directly and imports no driver's: its few hundred
+ * import slots are not worth a scan in every process. */
+static int is_libc(const char *name)
+{
+    const char *base = name;
+    for (const char *p = name; *p; p++)
+        if (*p == '/')
+            base = p + 1;
+    return same_str(base, "libc.so.6");
+}
+
 /* dl_iterate_phdr callback: the loader's write lock is held (the list cannot change under us). */
 static int walk_one(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -404,9 +416,13 @@ static int walk_one(struct dl_phdr_info *info, size_t size, void *arg)
     }
     got_obj o = {.base = info->dlpi_addr, .phdr = info->dlpi_phdr, .phnum = info->dlpi_phnum, .page = w->page};
     const ElfW(Dyn) *dyn = NULL;
+    uintptr_t lo = UINTPTR_MAX, hi = 0; /* the span of its PT_LOAD segments */
     for (size_t i = 0; i < o.phnum; i++) {
         const ElfW(Phdr) *ph = &o.phdr[i];
-        if (ph->p_type == PT_DYNAMIC)
+        if (ph->p_type == PT_LOAD) {
+            lo = o.base + ph->p_vaddr < lo ? o.base + ph->p_vaddr : lo;
+            hi = o.base + ph->p_vaddr + ph->p_memsz > hi ? o.base + ph->p_vaddr + ph->p_memsz : hi;
+        } else if (ph->p_type == PT_DYNAMIC)
             dyn = (const ElfW(Dyn) *)(o.base + ph->p_vaddr);
         else if (ph->p_type == PT_GNU_RELRO) {
             o.relro_lo = (o.base + ph->p_vaddr) & ~(w->page - 1);
@@ -414,17 +430,19 @@ static int walk_one(struct dl_phdr_info *info, size_t size, void *arg)
             o.relro_prot = flags_to_prot(ph->p_flags);
         }
     }
-    if (dyn && !(w->vdso && obj_contains(&o, w->vdso))) {
-        if (still_loading((uintptr_t)dyn)) {
+#define IN_SPAN(a) ((a) >= lo && (a) < hi) /* objects do not overlap: the span tells them apart */
+    if (dyn && !(w->vdso && IN_SPAN(w->vdso))) {
+        const char *name = info->dlpi_name ? info->dlpi_name : "";
+        int wanted =
+            c->want ? c->want(name, c->arg) : !IN_SPAN(w->self) && !(w->ldso && IN_SPAN(w->ldso)) && !is_libc(name);
+        if (wanted && still_loading((uintptr_t)dyn)) {
             w->incomplete = 1; /* and `scanned` stops growing: the next walk starts here */
             return 0;
         }
-        const char *name = info->dlpi_name ? info->dlpi_name : "";
-        int wanted =
-            c->want ? c->want(name, c->arg) : !obj_contains(&o, w->self) && !(w->ldso && obj_contains(&o, w->ldso));
         if (wanted)
             w->written += patch_object(&o, dyn, c->hooks, c->n, w->f);
     }
+#undef IN_SPAN
     if (!w->incomplete)
         w->scanned = idx + 1;
     return 0;
@@ -474,4 +492,236 @@ int ls_got_patch(int (*want)(const char *objname, void *arg), void *arg, const l
     pthread_mutex_unlock(&got_mu);
     errno = saved_errno;
     return written;
+}
+
+/* ------------------------------------------------------------------ lookups without the loader
+ * The loader's own lookup (dlsym, or binding an import) costs 700-900 instructions a name, paid by
+ * every process the shim is preloaded into, most of which never open a socket. These read the
+ * objects' GNU hash tables directly (100-200 instructions a name) and answer only when the answer
+ * is certain; otherwise the caller asks dlsym. */
+
+typedef struct gnu_tab {
+    uintptr_t base;
+    const ElfW(Sym) * symtab;
+    const char *strtab;
+    const ElfW(Half) * versym;
+    const uint32_t *buckets, *chain;
+    const ElfW(Addr) * bloom;
+    uint32_t nbuckets, symoffset, bloom_words, bloom_shift;
+} gnu_tab;
+
+static uint32_t gnu_hash(const char *s)
+{
+    uint32_t h = 5381;
+    for (; *s; s++)
+        h = h * 33 + (unsigned char)*s;
+    return h;
+}
+
+/* 0 and t filled; -1 when the object has no GNU hash table (or no dynamic section). */
+static int gnu_tab_of(const struct dl_phdr_info *info, gnu_tab *t)
+{
+    got_obj o = {.base = info->dlpi_addr, .phdr = info->dlpi_phdr, .phnum = info->dlpi_phnum};
+    const ElfW(Dyn) *dyn = NULL;
+    for (size_t i = 0; i < o.phnum; i++)
+        if (o.phdr[i].p_type == PT_DYNAMIC)
+            dyn = (const ElfW(Dyn) *)(o.base + o.phdr[i].p_vaddr);
+    if (!dyn)
+        return -1;
+    memset(t, 0, sizeof *t);
+    t->base = o.base;
+    const uint32_t *h = NULL;
+    for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; d++) {
+        switch (d->d_tag) {
+        case DT_GNU_HASH: h = (const uint32_t *)dyn_ptr(&o, d->d_un.d_ptr); break;
+        case DT_SYMTAB: t->symtab = (const ElfW(Sym) *)dyn_ptr(&o, d->d_un.d_ptr); break;
+        case DT_STRTAB: t->strtab = (const char *)dyn_ptr(&o, d->d_un.d_ptr); break;
+        case DT_VERSYM: t->versym = (const ElfW(Half) *)dyn_ptr(&o, d->d_un.d_ptr); break;
+        }
+    }
+    if (!h || !t->symtab || !t->strtab || !h[0] || !h[2] || (h[2] & (h[2] - 1)))
+        return -1;
+    t->nbuckets = h[0], t->symoffset = h[1], t->bloom_words = h[2], t->bloom_shift = h[3];
+    t->bloom = (const ElfW(Addr) *)(h + 4);
+    t->buckets = (const uint32_t *)(t->bloom + t->bloom_words);
+    t->chain = t->buckets + t->nbuckets;
+    return 0;
+}
+
+/* The object's definition of name that an unversioned lookup takes (the default version, never
+ * a hidden old one), or NULL. */
+static const ElfW(Sym) * gnu_find(const gnu_tab *t, const char *name, uint32_t h)
+{
+    const unsigned bits = sizeof(ElfW(Addr)) * 8;
+    ElfW(Addr) word = t->bloom[(h / bits) & (t->bloom_words - 1)];
+    ElfW(Addr) mask = ((ElfW(Addr))1 << (h % bits)) | ((ElfW(Addr))1 << ((h >> t->bloom_shift) % bits));
+    if ((word & mask) != mask)
+        return NULL;
+    uint32_t i = t->buckets[h % t->nbuckets];
+    if (i < t->symoffset)
+        return NULL;
+    for (;; i++) {
+        uint32_t ch = t->chain[i - t->symoffset];
+        if (((ch ^ h) >> 1) == 0) {
+            const ElfW(Sym) *s = &t->symtab[i];
+            int bind = GOT_ST_BIND(s->st_info);
+            if (s->st_shndx != SHN_UNDEF && (bind == STB_GLOBAL || bind == STB_WEAK) &&
+                !(t->versym && ((t->versym[i] & 0x8000) || (t->versym[i] & 0x7fff) == 0)) &&
+                same_str(t->strtab + s->st_name, name))
+                return s;
+        }
+        if (ch & 1)
+            return NULL;
+    }
+}
+
+/* The hash tables of the objects after the shim, kept while no object is loaded or unloaded (the
+ * loader's generation counters): the constructors of several hook files ask in turn. Under got_mu. */
+/* The loaded objects as the last walk saw them, kept while the loader's generation counters say
+ * no object was loaded or unloaded since (the constructors of several hook files ask in turn), and
+ * each one's hash table once something needed it. Under got_mu. */
+#define GOT_KNOWN_MAX 32
+enum { KNOWN_OTHER, KNOWN_SELF, KNOWN_LIBC, KNOWN_LDSO, KNOWN_VDSO };
+
+typedef struct got_known {
+    struct dl_phdr_info info;
+    unsigned char kind;
+    signed char tab_state; /* 0 not read yet, 1 tab holds it, -1 no GNU hash table */
+    gnu_tab tab;
+} got_known;
+
+static struct {
+    int valid, overflow; /* overflow: more objects than GOT_KNOWN_MAX (the rest unknown) */
+    int last_is_self;    /* seen for every object, listed or not */
+    unsigned long long adds, subs;
+    size_t n, self; /* self == n: the shim was not seen */
+    got_known o[GOT_KNOWN_MAX];
+} known;
+
+typedef struct known_walk {
+    uintptr_t self, ldso, vdso;
+} known_walk;
+
+static int known_one(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    known_walk *w = arg;
+    (void)size;
+    uintptr_t lo = UINTPTR_MAX, hi = 0; /* the span of its PT_LOAD segments */
+    for (size_t i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD) {
+            lo = info->dlpi_addr + ph->p_vaddr < lo ? info->dlpi_addr + ph->p_vaddr : lo;
+            hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz > hi ? info->dlpi_addr + ph->p_vaddr + ph->p_memsz : hi;
+        }
+    }
+    known.last_is_self = w->self >= lo && w->self < hi;
+    if (known.n == GOT_KNOWN_MAX) {
+        known.overflow = 1;
+        return 0; /* not listed; still walked for last_is_self */
+    }
+    got_known *k = &known.o[known.n];
+    memset(k, 0, sizeof *k);
+    k->info = *info; /* its pointers are the loader's: valid while the object stays loaded */
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    if (known.self == GOT_KNOWN_MAX && w->self >= lo && w->self < hi)
+        k->kind = KNOWN_SELF, known.self = known.n;
+    else if (w->vdso && w->vdso >= lo && w->vdso < hi)
+        k->kind = KNOWN_VDSO;
+    else if (w->ldso && w->ldso >= lo && w->ldso < hi)
+        k->kind = KNOWN_LDSO;
+    else if (is_libc(name))
+        k->kind = KNOWN_LIBC;
+    known.n++;
+    return 0;
+}
+
+/* Brings `known` up to date: one cheap dl_iterate_phdr call when nothing changed. */
+static void known_refresh(void)
+{
+    unsigned long long gen[2] = {0, 0};
+    dl_iterate_phdr(read_generation, gen);
+    if (known.valid && known.adds == gen[0] && known.subs == gen[1])
+        return;
+    known.valid = known.overflow = known.last_is_self = 0;
+    known.n = 0;
+    known.self = GOT_KNOWN_MAX;
+    known_walk w = {.self = (uintptr_t)&known_refresh,
+                    .ldso = (uintptr_t)getauxval(AT_BASE),
+                    .vdso = (uintptr_t)getauxval(AT_SYSINFO_EHDR)};
+    dl_iterate_phdr(known_one, &w);
+    if (known.self == GOT_KNOWN_MAX)
+        known.self = known.n;
+    known.valid = 1;
+    known.adds = gen[0], known.subs = gen[1];
+}
+
+static const gnu_tab *known_tab(got_known *k)
+{
+    if (!k->tab_state)
+        k->tab_state = gnu_tab_of(&k->info, &k->tab) == 0 ? 1 : -1;
+    return k->tab_state > 0 ? &k->tab : NULL;
+}
+
+size_t ls_got_next_symbols(const char *const *names, void **addrs, size_t n)
+{
+    pthread_once(&got_atfork_once, got_register_atfork); /* not under got_mu: fork's prepare takes it */
+    pthread_mutex_lock(&got_mu);
+    known_refresh();
+    /* Every object after the shim must be readable (and listed), or the first definition of a
+     * name could be in one we cannot see: then every name is left to dlsym. */
+    int blind = known.overflow || known.self >= known.n;
+    for (size_t k = known.self + 1; !blind && k < known.n; k++)
+        blind = known.o[k].kind != KNOWN_VDSO && !known_tab(&known.o[k]);
+    size_t open = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!addrs[i] && !blind) {
+            uint32_t h = gnu_hash(names[i]);
+            for (size_t k = known.self + 1; k < known.n; k++) {
+                if (known.o[k].kind == KNOWN_VDSO) /* not in the search scope */
+                    continue;
+                const ElfW(Sym) *s = gnu_find(&known.o[k].tab, names[i], h);
+                if (!s)
+                    continue;
+                /* The first definition is RTLD_NEXT's answer; an IFUNC's address is its resolver's
+                 * result, which only the loader knows: left to dlsym. */
+                if (GOT_ST_TYPE(s->st_info) == STT_FUNC)
+                    addrs[i] = (void *)(known.o[k].tab.base + s->st_value);
+                break;
+            }
+        }
+        open += addrs[i] == NULL;
+    }
+    pthread_mutex_unlock(&got_mu);
+    return open;
+}
+
+int ls_got_defined(const char *name)
+{
+    pthread_once(&got_atfork_once, got_register_atfork);
+    pthread_mutex_lock(&got_mu);
+    known_refresh();
+    uint32_t h = gnu_hash(name);
+    int found = 0, unknown = known.overflow;
+    for (size_t k = 0; k < known.n && !found; k++) {
+        /* glibc's own objects and the shim define no name this is asked about */
+        if (known.o[k].kind != KNOWN_OTHER)
+            continue;
+        const gnu_tab *t = known_tab(&known.o[k]);
+        if (!t)
+            unknown = 1;
+        else if (gnu_find(t, name, h))
+            found = 1;
+    }
+    pthread_mutex_unlock(&got_mu);
+    return found ? 1 : unknown ? -1 : 0;
+}
+
+int ls_got_self_is_last(void)
+{
+    pthread_once(&got_atfork_once, got_register_atfork);
+    pthread_mutex_lock(&got_mu);
+    known_refresh();
+    int last = known.last_is_self;
+    pthread_mutex_unlock(&got_mu);
+    return last;
 }

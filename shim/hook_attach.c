@@ -52,6 +52,8 @@ extern __typeof__(leakshim_attach) ls_self_attach __attribute__((alias("leakshim
  * not tell: from inside the shim it also searches the shim's own local scope.) */
 int ls_loaded_late(void)
 {
+    if (late < 0 && !ls_got_self_is_last())
+        late = 0; /* preloaded: libc at least was mapped after us; no loader lookup needed */
     if (late < 0) {
         void *main_map = dlopen(NULL, RTLD_NOW | RTLD_NOLOAD);
         void *p = main_map ? dlsym(main_map, "leakshim_attach") : NULL;

@@ -4,6 +4,7 @@
 #include "ls_hook.h"
 
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 typedef int (*main_fn)(int, char **, char **);
@@ -16,6 +17,16 @@ static int main_wrapper(int argc, char **argv, char **envp)
     int r = real_main(argc, argv, envp);
     ls_exit_status_set(r);
     return r;
+}
+
+/* Before main, from the hash tables (ls_real_symbols): no loader lookup in every process. */
+__attribute__((constructor)) static void resolve_exit_hooks(void)
+{
+    static const char *const names[] = {"__libc_start_main", "exit"};
+    void *slots[] = {(void *)real___libc_start_main, (void *)real_exit};
+    ls_real_symbols(names, slots, 2);
+    real___libc_start_main = (__typeof__(real___libc_start_main))slots[0];
+    real_exit = (__typeof__(real_exit))slots[1];
 }
 
 LEAKSHIM_EXPORT int __libc_start_main(main_fn main, int argc, char **argv, void (*init)(void), void (*fini)(void),
@@ -35,6 +46,6 @@ LEAKSHIM_EXPORT void exit(int status)
     LS_RESOLVE(exit);
     if (real_exit)
         real_exit(status);
-    _exit(status); /* no libc exit to call: cannot happen */
+    syscall(SYS_exit_group, status); /* no libc exit to call: cannot happen */
     __builtin_unreachable();
 }

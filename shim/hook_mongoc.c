@@ -36,6 +36,9 @@
  */
 #include "hook_driver.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -95,23 +98,19 @@ static int mg_internals_known(void)
  * scanner -> single-threaded client, and pool -> URI string. A spinlock: critical sections are a
  * few loads and stores; a fork child resets it (the holder, if any, does not exist there). */
 static int mg_lock_word;
-static pthread_once_t mg_atfork_once = PTHREAD_ONCE_INIT;
 
-/* atfork child: only a store. */
-static void mg_atfork_child(void)
+/* atfork child (init.c's handler calls it): only a store. */
+void ls_mongoc_atfork_child(void)
 {
     __atomic_store_n(&mg_lock_word, 0, __ATOMIC_RELAXED);
 }
 
-static void mg_register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, mg_atfork_child);
-}
-
+/* Raw sched_yield: these run on the host's stack inside its driver calls, where only functions
+ * bound at load may be called (ls_bind.h). */
 static void mg_lock(void)
 {
     while (__atomic_exchange_n(&mg_lock_word, 1, __ATOMIC_ACQUIRE))
-        sched_yield();
+        syscall(SYS_sched_yield);
 }
 
 static void mg_unlock(void)
@@ -134,7 +133,6 @@ static size_t ts_slot(uintptr_t k)
 
 static void ts_put(uintptr_t ts, uintptr_t client)
 {
-    pthread_once(&mg_atfork_once, mg_register_atfork);
     mg_lock();
     size_t i = ts_slot(ts), free_slot = TS_SLOTS;
     for (size_t n = 0; n < TS_SLOTS; n++, i = (i + 1) & (TS_SLOTS - 1)) {
@@ -195,12 +193,17 @@ static struct {
     char *uri; /* malloc'ed copy of mongoc_uri_get_string */
 } pools[MAX_POOLS];
 
-static void pool_add(uintptr_t pool, const mongoc_uri_t *uri)
+struct pool_add_args {
+    uintptr_t pool;
+    const char *uri;
+};
+
+/* strdup and free: on a private stack (see mg_lock). */
+static void pool_add_on_private_stack(void *arg)
 {
-    DRV_RESOLVE(mongoc_uri_get_string);
-    const char *s = uri && real_mongoc_uri_get_string ? real_mongoc_uri_get_string(uri) : NULL;
-    char *copy = s ? strdup(s) : NULL;
-    pthread_once(&mg_atfork_once, mg_register_atfork);
+    const struct pool_add_args *a = arg;
+    uintptr_t pool = a->pool;
+    char *copy = a->uri ? strdup(a->uri) : NULL;
     mg_lock();
     int i;
     for (i = 0; i < MAX_POOLS && pools[i].pool; i++)
@@ -214,8 +217,16 @@ static void pool_add(uintptr_t pool, const mongoc_uri_t *uri)
     free(copy);
 }
 
-static void pool_del(uintptr_t pool)
+static void pool_add(uintptr_t pool, const mongoc_uri_t *uri)
 {
+    DRV_RESOLVE(mongoc_uri_get_string);
+    struct pool_add_args a = {pool, uri && real_mongoc_uri_get_string ? real_mongoc_uri_get_string(uri) : NULL};
+    ls_on_private_stack(pool_add_on_private_stack, &a);
+}
+
+static void pool_del_on_private_stack(void *arg)
+{
+    uintptr_t pool = *(const uintptr_t *)arg;
     char *uri = NULL;
     mg_lock();
     for (int i = 0; i < MAX_POOLS; i++)
@@ -226,6 +237,18 @@ static void pool_del(uintptr_t pool)
         }
     mg_unlock();
     free(uri);
+}
+
+static void pool_del(uintptr_t pool)
+{
+    ls_on_private_stack(pool_del_on_private_stack, &pool);
+}
+
+static int same_uri(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
 }
 
 /* The pool whose monitor connects with this URI: the one whose URI string is the same (monitors
@@ -242,7 +265,7 @@ static uintptr_t pool_for_uri(const mongoc_uri_t *uri)
             continue;
         live++;
         only = pools[i].pool;
-        if (!match && s && pools[i].uri && !strcmp(s, pools[i].uri))
+        if (!match && s && pools[i].uri && same_uri(s, pools[i].uri))
             match = pools[i].pool;
     }
     mg_unlock();

@@ -1154,8 +1154,8 @@ static int debug_allocator_likely(void)
  * the audit hook, which CPython allows before initialisation. */
 __attribute__((constructor)) static void leakshim_python_ctor(void)
 {
-    if (!dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
-        return; /* not CPython: nothing at all */
+    if (ls_got_defined("Py_IsInitialized") == 0 || !dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
+        return; /* not CPython: nothing at all (the hash tables say so without the loader) */
     if (!resolve_api())
         return; /* older than 3.10, or a stripped build */
     py_ok = 1;

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
+static __sighandler_t (*real_signal)(int, __sighandler_t);
 static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static int owned;                  /* our handler is what the kernel has */
 static struct sigaction host_view; /* while owned: the SIG_DFL disposition the host set, with its flags */
@@ -36,8 +37,13 @@ static void dump_handler(int sig)
 
 static int resolve(void)
 {
-    if (!real_sigaction)
-        real_sigaction = (__typeof__(real_sigaction))ls_real_symbol("sigaction");
+    if (!real_sigaction) { /* first called from the constructor: both at once, no dlsym later */
+        static const char *const names[] = {"sigaction", "signal"};
+        void *slots[] = {NULL, (void *)real_signal};
+        ls_real_symbols(names, slots, 2);
+        real_signal = (__typeof__(real_signal))slots[1];
+        real_sigaction = (__typeof__(real_sigaction))slots[0];
+    }
     return real_sigaction != NULL;
 }
 
@@ -47,8 +53,7 @@ static int install_ours(void)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = dump_handler;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* sa_mask: empty (zeroed) */
     return real_sigaction(ls_opt.signal, &sa, NULL);
 }
 
@@ -60,7 +65,7 @@ static int is_ours(const struct sigaction *k)
 /* Constructor context. Takes the signal only if its disposition is SIG_DFL. */
 void ls_signal_install(void)
 {
-    if (ls_opt.signal <= 0 || !resolve())
+    if (!resolve() || ls_opt.signal <= 0) /* resolved even with signal=none: signal() needs it */
         return;
     struct sigaction cur;
     if (real_sigaction(ls_opt.signal, NULL, &cur) != 0 || cur.sa_handler != SIG_DFL)
@@ -100,7 +105,7 @@ void ls_signal_atfork(int phase)
     else if (phase == 1)
         pthread_mutex_unlock(&sig_lock);
     else
-        pthread_mutex_init(&sig_lock, NULL);
+        LS_MUTEX_REINIT(sig_lock);
 }
 
 /* May be called from the host's signal handlers (sigaction is async-signal-safe): every signal is
@@ -117,7 +122,8 @@ LEAKSHIM_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigac
         __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
         return real_sigaction(sig, act, old);
     sigset_t all, prevmask;
-    sigfillset(&all);
+    memset(&all, 0xff, sizeof all); /* sigfillset, without a call: glibc's pthread_sigmask never
+                                       blocks its own internal signals whatever the set says */
     pthread_sigmask(SIG_BLOCK, &all, &prevmask);
     pthread_mutex_lock(&sig_lock);
     struct sigaction kernel, prev;
@@ -154,7 +160,6 @@ extern __typeof__(sigaction) ls_self_sigaction
 LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
 {
     if (ls_in_shim || sig != ls_opt.signal || ls_opt.signal <= 0 || __atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE)) {
-        static __sighandler_t (*real_signal)(int, __sighandler_t);
         if (!real_signal)
             real_signal = (__typeof__(real_signal))ls_real_symbol("signal");
         if (!real_signal) {
@@ -166,8 +171,7 @@ LEAKSHIM_EXPORT __sighandler_t signal(int sig, __sighandler_t handler)
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = handler;
-    sa.sa_flags = SA_RESTART; /* glibc's signal() has BSD semantics */
-    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;                   /* glibc's signal() has BSD semantics; sa_mask empty (zeroed) */
     if (ls_self_sigaction(sig, &sa, &old) != 0) /* ours, also when loaded late (hook_attach.c) */
         return SIG_ERR;
     return (old.sa_flags & SA_SIGINFO) ? (__sighandler_t)(void *)old.sa_sigaction : old.sa_handler;

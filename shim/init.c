@@ -1,5 +1,6 @@
 /* Bootstrap and runtime: options, the reporter thread, the dump trigger, fork and exit. */
 #include "ls_attach.h"
+#include "ls_got.h"
 #include "ls_internal.h"
 
 #include <dlfcn.h>
@@ -10,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-void ls_signal_install(void);     /* hook_signal.c */
-void ls_signal_atfork(int phase); /* hook_signal.c: 0 prepare, 1 parent, 2 child */
+void ls_signal_install(void);      /* hook_signal.c */
+void ls_signal_atfork(int phase);  /* hook_signal.c: 0 prepare, 1 parent, 2 child */
+void ls_mongoc_atfork_child(void); /* hook_mongoc.c */
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -38,8 +41,24 @@ static int collect_obj(struct dl_phdr_info *info, size_t size, void *arg)
  * is invisible to RTLD_NEXT although that object's calls do reach our hooks: then look the name up
  * in each loaded object's own scope, skipping the shim itself (told apart by its load base, so
  * this works before ls_init). Slow path, taken once per name: callers cache. errno untouched. */
+struct real_symbol_args {
+    const char *name;
+    void *p;
+};
+static void real_symbol_on_private_stack(void *arg);
+
+/* dlsym needs a few KB of stack, and a hook's first call may be on a host's small one. */
 void *ls_real_symbol(const char *name)
 {
+    struct real_symbol_args a = {name, NULL};
+    ls_on_private_stack(real_symbol_on_private_stack, &a);
+    return a.p;
+}
+
+static void real_symbol_on_private_stack(void *arg)
+{
+    struct real_symbol_args *a = arg;
+    const char *name = a->name;
     int e = errno;
     void *p = dlsym(RTLD_NEXT, name);
     if (!p) {
@@ -58,7 +77,18 @@ void *ls_real_symbol(const char *name)
         }
     }
     errno = e;
-    return p;
+    a->p = p;
+}
+
+/* Constructors: each slots[i] still NULL gets the real names[i], from the hash tables where they
+ * can answer (ls_got_next_symbols: no loader lookup), else from ls_real_symbol. */
+void ls_real_symbols(const char *const *names, void **slots, size_t n)
+{
+    if (ls_got_next_symbols(names, slots, n) == 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (!slots[i])
+            slots[i] = ls_real_symbol(names[i]);
 }
 
 void ls_missing_symbol(const char *name)
@@ -94,6 +124,7 @@ static void atfork_child(void)
     ls_registry_unlock_all(1);
     ls_attr_atfork(2);
     ls_signal_atfork(2);
+    ls_mongoc_atfork_child();
     ls_altstack_atfork(2);
     ls_suppressions_atfork(2);
     ls_on_fork_child();
@@ -102,15 +133,23 @@ static void atfork_child(void)
 }
 
 /* Called by our fork() hook in the child, in normal context (not inside an atfork handler). */
-void ls_after_fork_child(void)
+static void restart_on_private_stack(void *arg)
 {
+    (void)arg;
     ls_reporter_restart_in_child();
 }
 
-static void at_exit(void)
+/* Starting a thread binds pthread_create and friends on first use: on a private stack. */
+void ls_after_fork_child(void)
 {
-    if (__atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
-        return; /* `leakshim detach`: stopped tracking, nothing to say */
+    ls_on_private_stack(restart_on_private_stack, NULL);
+}
+
+/* On a private stack: the report needs tens of KB and binds libc functions on first use, and
+ * the thread that calls exit() may have a small stack. */
+static void exit_on_private_stack(void *arg)
+{
+    int *exit_with = arg;
     ls_in_shim++;
     if (ls_take_dump_request()) /* asked for just before exit */
         ls_report_snapshot();
@@ -120,10 +159,22 @@ static void at_exit(void)
     int status = ls_exit_status();
     int gate = ls_opt.children == LS_CHILD_GATE || !ls_suite_child();
     if (leaks > 0 && ls_opt.exitcode && status <= 0 && gate) {
-        fflush(NULL); /* _exit skips stdio: keep the host's buffered output */
-        _exit(ls_opt.exitcode);
+        fflush(NULL); /* the exit below skips stdio: keep the host's buffered output */
+        *exit_with = ls_opt.exitcode;
     }
     ls_in_shim--;
+}
+
+static void at_exit(void)
+{
+    if (__atomic_load_n(&ls_paused, __ATOMIC_ACQUIRE))
+        return; /* `leakshim detach`: stopped tracking, nothing to say */
+    if (ls_report_exit_says_nothing() && !ls_dump_requested())
+        return; /* no private stack to map for a process that never opened a database socket */
+    int exit_with = 0;
+    ls_on_private_stack(exit_on_private_stack, &exit_with);
+    if (exit_with) /* _exit, back on the host's stack: the raw call needs no binding */
+        syscall(SYS_exit_group, exit_with);
 }
 
 static void opt_err(const char *msg, void *arg)
@@ -135,7 +186,6 @@ static void opt_err(const char *msg, void *arg)
 static void do_init(void)
 {
     ls_in_shim++;
-    ls_options_defaults(&ls_opt);
     ls_exitpolicy_init();
     /* Loaded late by `leakshim attach`: the options came with it, the environment is the host's. */
     const char *given = ls_attach_options();

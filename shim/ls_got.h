@@ -21,7 +21,8 @@ typedef struct ls_got_hook {
  * R_AARCH64_JUMP_SLOT and R_AARCH64_GLOB_DAT) that import one of `hooks` by name, in every object
  * of the base link-map namespace for which want(objname, arg) returns nonzero. objname is the
  * loader's name for the object: "" for the main program. want == NULL means every object except
- * the shim itself, the dynamic loader and the vDSO (the vDSO is never patched). Objects dlmopen'ed
+ * the shim itself, libc.so.6 (it imports none of the
+ * hooked names), the dynamic loader and the vDSO (the vDSO is never patched). Objects dlmopen'ed
  * into other namespaces are never visited (dl_iterate_phdr shows only its caller's namespace), which
  * is right: the hooks forward to the base namespace's functions. Data relocations (R_X86_64_64 in
  * .data, e.g. a table of function pointers) are not rewritten.
@@ -42,5 +43,26 @@ typedef struct ls_got_hook {
  * `hooks` must stay valid (it is remembered by address).
  */
 int ls_got_patch(int (*want)(const char *objname, void *arg), void *arg, const ls_got_hook *hooks, size_t n);
+
+/*
+ * Symbol lookups without the loader, for start-up (the loader's lookup costs 700-900 instructions
+ * a name in every process the shim is preloaded into). They read the GNU hash tables of the
+ * loaded objects and answer only when sure; a caller asks dlsym for the rest. No malloc, no lock
+ * but dl_iterate_phdr's, errno untouched.
+ *
+ * ls_got_next_symbols: for each addrs[i] still NULL, dlsym(RTLD_NEXT, names[i]) as the shim would
+ * get it, while every loaded object is in the global scope in link-map order (start-up, before
+ * main: the link-map list is then the search order): the first definition (default version) in
+ * an object after the shim. Left NULL when that definition is not a plain function (an IFUNC), or
+ * when an object on the way has no GNU hash table. Returns how many are NULL. The tables are
+ * kept until an object is loaded or unloaded.
+ */
+size_t ls_got_next_symbols(const char *const *names, void **addrs, size_t n);
+/* 1 if a loaded object other than glibc's (libc.so.6, ld.so, the vDSO) and the shim defines name,
+ * 0 if none does, -1 if one without a GNU hash table might. */
+int ls_got_defined(const char *name);
+/* 1 if the shim is the newest object in the list: dlopen'ed (a preloaded shim is always followed
+ * by at least libc, which the loader maps after every LD_PRELOAD object). */
+int ls_got_self_is_last(void);
 
 #endif

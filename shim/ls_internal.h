@@ -18,11 +18,16 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "ls_bind.h"
+
 #define LEAKSHIM_EXPORT __attribute__((visibility("default")))
 #define LS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define LS_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define LS_TLS __thread __attribute__((tls_model("initial-exec")))
 #define LS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* A default mutex made new again in a fork child (atfork handlers run on the host's stack inside
+ * fork: an assignment, no call). */
+#define LS_MUTEX_REINIT(m) ((m) = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER)
 
 /* ---------------------------------------------------------------- recursion guard
  * A __thread counter rather than a pthread key: pthread_getspecific may allocate on first use and
@@ -35,6 +40,7 @@ extern LS_TLS int ls_in_shim;
  * RTLD_LOCAL by a plugin) each loaded object but the shim. Returns NULL when absent, never
  * asserts, leaves errno alone. */
 void *ls_real_symbol(const char *name);
+void ls_real_symbols(const char *const *names, void **slots, size_t n); /* constructors: a batch */
 /* Required symbol missing: one raw-written line naming it (once per name). */
 void ls_missing_symbol(const char *name);
 
@@ -108,7 +114,7 @@ typedef struct ls_options {
     int children;              /* enum ls_children: what a test suite's child processes do at exit */
 } ls_options;
 
-extern ls_options ls_opt;
+extern ls_options ls_opt; /* holds the defaults from the start (no parsing at start-up) */
 
 void ls_options_defaults(ls_options *o);
 /* Parses a LEAKSHIM_OPTIONS string into o (which should hold defaults). Each problem is reported
@@ -233,6 +239,7 @@ void ls_on_close(int fd); /* call BEFORE the real close (forget-before-close rul
 void ls_on_close_range(unsigned lo, unsigned hi);
 void ls_on_dup(int oldfd, int newfd); /* newfd now refers to oldfd's socket */
 void ls_on_socket_new(int fd);        /* a fresh fd number: drop any stale entry with that number */
+int ls_registry_ever_tracked(void);   /* anything recorded in this process (or before its fork) */
 int ls_fd_tracked(int fd);            /* lock-free quick check */
 void ls_on_fork_child(void);
 /* Sockets shared across fork (forkshare.c): the fork() hook calls prepare in the parent before
@@ -394,7 +401,8 @@ extern int ls_snapshot_sockdiag;
  * leaks found. Quiet when nothing leaked (unless report= names a path, or verbosity=2). Python
  * calls this from its own atexit, the C atexit handler afterwards. */
 int ls_report_exit(void);
-void ls_report_snapshot(void); /* `kill -USR2` dump: to the report destination */
+int ls_report_exit_says_nothing(void); /* nothing tracked, quiet destination: no report to build */
+void ls_report_snapshot(void);         /* `kill -USR2` dump: to the report destination */
 /* `leakshim dump`: into b, for the private channel; sockets: one text line per socket. */
 void ls_report_snapshot_to(ls_buf *b, int json, int sockets);
 void ls_report_check_thresholds(void); /* live warnings; called by the reporter thread */
@@ -436,6 +444,7 @@ void ls_after_fork_child(void); /* fork() hook, child side, normal context */
 /* ---------------------------------------------------------------- reporter thread (reporter.c) */
 void ls_trigger_dump(void);      /* async-signal-safe: the reporter dumps at its next tick */
 int ls_take_dump_request(void);  /* 1 if a dump was asked for (and clears the request) */
+int ls_dump_requested(void);     /* the same, without clearing it */
 void ls_reporter_start(void);    /* once per process */
 void ls_reporter_on_track(void); /* something was tracked: channel open, thread started */
 int ls_reporter_started(void);

@@ -259,7 +259,7 @@ void ls_metrics_write(const ls_counts *c)
 /* atfork child (no malloc, no lock taken): the reporter thread may have held the lock. */
 void ls_metrics_after_fork(void)
 {
-    pthread_mutex_init(&mx_lock, NULL);
+    LS_MUTEX_REINIT(mx_lock);
     mx_closed = 0;
 }
 

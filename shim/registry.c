@@ -47,8 +47,16 @@ int ls_registry_owner(void)
             return __VA_ARGS__;                                                                                        \
     } while (0)
 
+static int ever_tracked; /* a socket or handle was recorded (inherited by a forked child) */
+
+int ls_registry_ever_tracked(void)
+{
+    return __atomic_load_n(&ever_tracked, __ATOMIC_ACQUIRE);
+}
+
 static void tracked(void)
 {
+    __atomic_store_n(&ever_tracked, 1, __ATOMIC_RELEASE);
     if (ls_on_track)
         ls_on_track();
 }
@@ -229,18 +237,23 @@ ls_ctx ls_ctx_current(void)
 
 /* ------------------------------------------------------------------ socket events */
 
+static void stale_locked(void *arg)
+{
+    pthread_mutex_lock(&ls_reg_lock);
+    if (ls_reg_fd_get(*(const int *)arg)) {
+        ls_reg_closed_behind++;
+        ls_reg_unmap_fd(*(const int *)arg);
+    }
+    pthread_mutex_unlock(&ls_reg_lock);
+}
+
 void ls_on_socket_new(int fd)
 {
     if (LS_LIKELY(!ls_fd_tracked(fd)))
         return;
     OWNER_OR_RETURN();
     /* The number was closed behind our back (syscall, fclose of an unknown FILE...) and reused. */
-    pthread_mutex_lock(&ls_reg_lock);
-    if (ls_reg_fd_get(fd)) {
-        ls_reg_closed_behind++;
-        ls_reg_unmap_fd(fd);
-    }
-    pthread_mutex_unlock(&ls_reg_lock);
+    ls_on_private_stack(stale_locked, &fd);
 }
 
 static void attach_locked(conn *c, uintptr_t h)
@@ -268,8 +281,23 @@ struct connect_args {
     int fd;
     const struct sockaddr *addr;
     socklen_t len;
+    int decide; /* not known yet to be a database socket: classify first */
 };
 static void record_connect(void *arg);
+
+/* Whether a connected socket that no driver call made is tracked: its peer (port or socket path),
+ * or with track=all any stream socket. */
+static int is_db_socket(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (ls_classify(addr, len))
+        return 1;
+    if (ls_opt.track != LS_TRACK_ALL || !addr ||
+        !(addr->sa_family == AF_INET || addr->sa_family == AF_INET6 || addr->sa_family == AF_UNIX))
+        return 0;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+}
 
 void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
@@ -278,19 +306,15 @@ void ls_on_connect(int fd, const struct sockaddr *addr, socklen_t len)
         ls_on_socket_new(fd); /* detached: record nothing new, but drop a stale entry */
         return;
     }
-    int db = tls_ctx.driver != 0 || ls_classify(addr, len);
-    if (!db && ls_opt.track == LS_TRACK_ALL && addr &&
-        (addr->sa_family == AF_INET || addr->sa_family == AF_INET6 || addr->sa_family == AF_UNIX)) {
-        int type = 0;
-        socklen_t tl = sizeof type;
-        db = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
-    }
-    if (!db) {
+    /* A TCP peer is classified here (its port, no libc call); a socket path (fnmatch) or the
+     * socket type (track=all) is decided on the private stack, with the rest. */
+    int decide = !tls_ctx.driver && (ls_opt.track == LS_TRACK_ALL || (addr && addr->sa_family == AF_UNIX));
+    if (!tls_ctx.driver && !decide && !ls_classify(addr, len)) {
         ls_on_socket_new(fd); /* a stale entry under this number is dead */
         return;
     }
     /* Stacks, allocation and a first-time thread start: on a private stack, not the host's. */
-    struct connect_args a = {fd, addr, len};
+    struct connect_args a = {fd, addr, len, decide};
     ls_on_private_stack(record_connect, &a);
 }
 
@@ -300,6 +324,10 @@ static void record_connect(void *arg)
     int fd = a->fd;
     const struct sockaddr *addr = a->addr;
     socklen_t len = a->len;
+    if (a->decide && !is_db_socket(fd, addr, len)) {
+        ls_on_socket_new(fd); /* a stale entry under this number is dead */
+        return;
+    }
     ls_ctx ctx = tls_ctx;
     struct stat st;
     if (fstat(fd, &st) != 0)
@@ -420,19 +448,26 @@ int ls_on_existing_socket(int fd, const struct sockaddr *peer, socklen_t len)
 
 /* Called before the real close (forget-before-close), so another thread cannot be handed the same
  * number and connect it before we drop the old entry. */
+/* Closing, dup'ing or renumbering a tracked fd frees and grows records: on a private stack, where
+ * malloc and free (and the loader binding them on first use) do not use the host's. */
+static void close_locked(void *arg)
+{
+    pthread_mutex_lock(&ls_reg_lock);
+    ls_reg_unmap_fd(*(const int *)arg);
+    pthread_mutex_unlock(&ls_reg_lock);
+}
+
 void ls_on_close(int fd)
 {
     if (LS_LIKELY(!ls_fd_tracked(fd)))
         return;
     OWNER_OR_RETURN();
-    pthread_mutex_lock(&ls_reg_lock);
-    ls_reg_unmap_fd(fd);
-    pthread_mutex_unlock(&ls_reg_lock);
+    ls_on_private_stack(close_locked, &fd);
 }
 
-void ls_on_close_range(unsigned lo, unsigned hi)
+static void close_range_locked(void *arg)
 {
-    OWNER_OR_RETURN();
+    unsigned lo = ((const unsigned *)arg)[0], hi = ((const unsigned *)arg)[1];
     pthread_mutex_lock(&ls_reg_lock);
     conn *c, *tmp;
     HASH_ITER(hh, ls_reg_conns, c, tmp)
@@ -450,13 +485,18 @@ void ls_on_close_range(unsigned lo, unsigned hi)
     pthread_mutex_unlock(&ls_reg_lock);
 }
 
-void ls_on_dup(int oldfd, int newfd)
+void ls_on_close_range(unsigned lo, unsigned hi)
 {
-    if (oldfd == newfd)
-        return;
-    if (!ls_fd_tracked(oldfd) && !ls_fd_tracked(newfd))
-        return;
+    if (!__atomic_load_n(&ls_reg_conns, __ATOMIC_RELAXED))
+        return; /* nothing tracked: nothing in any range */
     OWNER_OR_RETURN();
+    unsigned range[2] = {lo, hi};
+    ls_on_private_stack(close_range_locked, range);
+}
+
+static void dup_locked(void *arg)
+{
+    int oldfd = ((const int *)arg)[0], newfd = ((const int *)arg)[1];
     pthread_mutex_lock(&ls_reg_lock);
     if (ls_reg_fd_get(newfd))
         ls_reg_unmap_fd(newfd); /* dup2/dup3 closed it */
@@ -464,6 +504,17 @@ void ls_on_dup(int oldfd, int newfd)
     if (c)
         map_fd(newfd, c);
     pthread_mutex_unlock(&ls_reg_lock);
+}
+
+void ls_on_dup(int oldfd, int newfd)
+{
+    if (oldfd == newfd)
+        return;
+    if (!ls_fd_tracked(oldfd) && !ls_fd_tracked(newfd))
+        return;
+    OWNER_OR_RETURN();
+    int fds[2] = {oldfd, newfd};
+    ls_on_private_stack(dup_locked, fds);
 }
 
 /* fork child (before any other thread exists): everything in the table belongs to the parent. */
@@ -720,7 +771,7 @@ void ls_registry_lock_all(void)
 void ls_registry_unlock_all(int child)
 {
     if (child) {
-        pthread_mutex_init(&ls_reg_lock, NULL);
+        LS_MUTEX_REINIT(ls_reg_lock);
         tls_tid = 0;
     } else
         pthread_mutex_unlock(&ls_reg_lock);

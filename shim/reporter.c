@@ -47,6 +47,11 @@ void ls_trigger_dump(void)
     __atomic_store_n(&dump_requested, 1, __ATOMIC_RELEASE);
 }
 
+int ls_dump_requested(void)
+{
+    return __atomic_load_n(&dump_requested, __ATOMIC_ACQUIRE);
+}
+
 int ls_take_dump_request(void)
 {
     return __atomic_exchange_n(&dump_requested, 0, __ATOMIC_ACQ_REL);

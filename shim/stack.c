@@ -487,8 +487,8 @@ void ls_stack_lock_all(void)
 void ls_stack_unlock_all(int child)
 {
     if (child) {
-        pthread_mutex_init(&sym_lock, NULL);
-        pthread_mutex_init(&stack_lock, NULL);
+        LS_MUTEX_REINIT(sym_lock);
+        LS_MUTEX_REINIT(stack_lock);
     } else {
         pthread_mutex_unlock(&sym_lock);
         pthread_mutex_unlock(&stack_lock);

@@ -291,5 +291,5 @@ void ls_suppressions_atfork(int phase)
     else if (phase == 1)
         pthread_mutex_unlock(&supp_lock);
     else
-        pthread_mutex_init(&supp_lock, NULL);
+        LS_MUTEX_REINIT(supp_lock);
 }

@@ -95,7 +95,7 @@ ls_tl_sample *ls_timeline_copy(size_t *n, ls_tl_group **gout, size_t *ng)
 /* Unit tests, and the atfork child (no malloc; the lock is re-initialised, not taken). */
 void ls_timeline_reset(void)
 {
-    pthread_mutex_init(&tl_lock, NULL);
+    LS_MUTEX_REINIT(tl_lock);
     ring_n = 0;
     ngroups = 0;
     other_used = 0;
