@@ -36,11 +36,12 @@ def open_for_request(dsn):
         cur.execute("SELECT 1")
 
 
-def pool_work(pool, k):
+def pool_work(pool, k, hold):
     conns = [pool.getconn() for _ in range(k)]  # a burst: k connections checked out at once
     for c in conns:
         with c.cursor() as cur:
             cur.execute("SELECT 1")
+    time.sleep(hold)  # the request's work, holding them: the burst lasts, the timeline sees it
     for c in conns:
         pool.putconn(c)  # back to the pool; above minconn they are closed
 
@@ -54,8 +55,8 @@ def main(argv):
     for phase in range(phases):
         for i in range(requests):
             open_for_request(dsn)
-            pool_work(pool, 1 + i % 4)
-            time.sleep(pause)  # the pace of the requests, so the timeline sees each step
+            pool_work(pool, 1 + i % 4, pause)
+            time.sleep(pause)  # between requests: the pool back at minconn, the timeline sees it
         if phases > 1:
             print(f"READY {phase + 1}", flush=True)
             sys.stdin.readline()
