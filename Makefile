@@ -80,8 +80,12 @@ build/py/%.pyc: shim/py/%.py
 # libc functions the shim really calls. The exceptions are the functions a hook calls on the host's
 # stack (shim/ls_bind.h marks them noplt): bound when the shim loads, so the loader's lazy resolver
 # (a few KB of stack) never runs on a host's stack inside a hook (tests/integration/test_binding.py).
-# -z pack-relative-relocs: the ~600 relative relocations as a compact RELR table.
-SHIM_LDFLAGS := -Wl,--version-script=shim/leakshim.map -Wl,-z,defs -Wl,-z,lazy -Wl,-z,pack-relative-relocs \
+# -z pack-relative-relocs: the ~600 relative relocations as a compact RELR table. A compiler
+# without GCC's noplt attribute (clang) gets -z now instead: everything bound at load.
+BIND_NOW  := -Wl,-z,now
+BIND_LAZY := -Wl,-z,lazy
+SHIM_BIND := $(if $(shell echo __clang__ | $(CC) -E -P - 2>/dev/null | grep -qx 1 && echo clang),$(BIND_NOW),$(BIND_LAZY))
+SHIM_LDFLAGS := -Wl,--version-script=shim/leakshim.map -Wl,-z,defs $(SHIM_BIND) -Wl,-z,pack-relative-relocs \
 	-ldl -lpthread
 $(SHIM): $(SHIM_SRC) $(SHIM_HDR) shim/leakshim.map $(PY_SRC) $(PY_PYC)
 	$(call msg,CCLD,$@)

@@ -25,7 +25,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if defined(__has_attribute) && __has_attribute(noplt)
 #define LS_BIND_AT_LOAD(fn) extern __typeof__(fn) fn __attribute__((noplt));
+#else
+#define LS_BIND_AT_LOAD(fn) /* clang (the fuzz targets): no such attribute, and no shim is built */
+#endif
 
 /* every hook: errno saved and restored */
 LS_BIND_AT_LOAD(__errno_location)
