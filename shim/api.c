@@ -60,6 +60,10 @@ static void live_on_private_stack(void *arg)
 {
     struct live_args *a = arg;
     a->rc = ls_report_live_in(a->range, 1, &a->b, NULL, &a->n);
+    if (a->rc < 0 || a->b.oom || !a->b.data) {
+        ls_buf_free(&a->b); /* here: free() is not bound for the caller's stack */
+        a->rc = -1;
+    }
 }
 
 LEAKSHIM_EXPORT char *leakshim_live_since(unsigned long long since, int *leaks)
@@ -70,18 +74,20 @@ LEAKSHIM_EXPORT char *leakshim_live_since(unsigned long long since, int *leaks)
     ls_on_private_stack(live_on_private_stack, &a);
     ls_in_shim--;
     errno = e;
-    ls_buf b = a.b;
-    int rc = a.rc, n = a.n;
-    if (rc < 0 || b.oom || !b.data) {
-        ls_buf_free(&b);
+    if (a.rc < 0)
         return NULL;
-    }
     if (leaks)
-        *leaks = n;
-    return b.data; /* malloc'ed, NUL-terminated by ls_buf */
+        *leaks = a.n;
+    return a.b.data; /* malloc'ed, NUL-terminated by ls_buf */
+}
+
+static void free_on_private_stack(void *report)
+{
+    free(report);
 }
 
 LEAKSHIM_EXPORT void leakshim_free(char *report)
 {
-    free(report);
+    if (report)
+        ls_on_private_stack(free_on_private_stack, report);
 }

@@ -1,6 +1,7 @@
 /* Every libc hook the shim has, called from a thread of the host on a tracked connection
- * (run it with track=all) and on untracked fds, for tests/integration/test_binding.py: under gdb,
- * no lazy binding may happen on this thread's stack inside a hook.
+ * (run it with track=all) and on untracked fds, and the public C API, for
+ * tests/integration/test_binding.py: under gdb, no lazy binding may happen on this thread's stack
+ * inside a hook.
  * Usage: hook_tour            one tour; the forked child writes to the inherited connection
  * Prints "ok" and exits through exit() with one connection left open (an exit report). */
 #include <arpa/inet.h>
@@ -15,6 +16,8 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "../../../shim/include/leakshim.h"
 
 #define CHECK(x)                                                                                                       \
     do {                                                                                                               \
@@ -79,7 +82,18 @@ static void *tour(void *arg)
     int status;
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CHECK(close(s) == 0 && close(a) == 0);
+    int api = leakshim_api_version && leakshim_api_version() >= 1; /* under the shim */
+    unsigned long long before = api ? leakshim_creations() : 0;
+    if (api)
+        CHECK(leakshim_set_context("hook_tour", "leak") == 0);
     (void)connected(); /* left open: the exit report has something to say */
+    if (api) {
+        int leaks = -1;
+        char *live = leakshim_live_since(before, &leaks);
+        CHECK(live && leaks == 1);
+        leakshim_free(live);
+        leakshim_clear_context();
+    }
     return NULL;
 }
 
