@@ -135,10 +135,5 @@ void ls_on_private_stack(void (*fn)(void *), void *arg)
 /* atfork prepare/parent/child: the pool's lock is never inherited held. */
 void ls_altstack_atfork(int phase)
 {
-    if (phase == 0)
-        pthread_mutex_lock(&alt_lock);
-    else if (phase == 1)
-        pthread_mutex_unlock(&alt_lock);
-    else
-        LS_MUTEX_REINIT(alt_lock);
+    ls_mutex_atfork(&alt_lock, phase);
 }

@@ -169,10 +169,5 @@ uint64_t ls_seq_now(void)
 
 void ls_attr_atfork(int phase)
 {
-    if (phase == 0)
-        pthread_mutex_lock(&attr_lock);
-    else if (phase == 1)
-        pthread_mutex_unlock(&attr_lock);
-    else
-        LS_MUTEX_REINIT(attr_lock);
+    ls_mutex_atfork(&attr_lock, phase);
 }

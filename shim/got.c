@@ -121,14 +121,6 @@ typedef struct got_filter {
     uint32_t pre[GOT_FAST_MAX];
 } got_filter;
 
-/* strcmp's answer to "equal?", without binding libc's strcmp in every process at start-up. */
-static int same_str(const char *a, const char *b)
-{
-    while (*a && *a == *b)
-        a++, b++;
-    return *a == *b;
-}
-
 static uint32_t prefix_word(const char *s)
 {
     uint32_t w = 0;
@@ -165,7 +157,7 @@ static const ls_got_hook *hook_lookup(const got_filter *f, const ls_got_hook *ho
     if (!(f->bits[b >> 6] & (1ull << (b & 63))))
         return NULL;
     for (size_t i = 0; i < n; i++)
-        if ((i >= GOT_FAST_MAX || f->pre[i] == w) && same_str(hooks[i].name, name))
+        if ((i >= GOT_FAST_MAX || f->pre[i] == w) && ls_same_str(hooks[i].name, name))
             return &hooks[i];
     return NULL;
 }
@@ -394,7 +386,7 @@ static int is_libc(const char *name)
     for (const char *p = name; *p; p++)
         if (*p == '/')
             base = p + 1;
-    return same_str(base, "libc.so.6");
+    return ls_same_str(base, "libc.so.6");
 }
 
 /* dl_iterate_phdr callback: the loader's write lock is held (the list cannot change under us). */
@@ -567,7 +559,7 @@ static const ElfW(Sym) * gnu_find(const gnu_tab *t, const char *name, uint32_t h
             int bind = GOT_ST_BIND(s->st_info);
             if (s->st_shndx != SHN_UNDEF && (bind == STB_GLOBAL || bind == STB_WEAK) &&
                 !(t->versym && ((t->versym[i] & 0x8000) || (t->versym[i] & 0x7fff) == 0)) &&
-                same_str(t->strtab + s->st_name, name))
+                ls_same_str(t->strtab + s->st_name, name))
                 return s;
         }
         if (ch & 1)

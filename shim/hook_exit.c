@@ -23,10 +23,8 @@ static int main_wrapper(int argc, char **argv, char **envp)
 __attribute__((constructor)) static void resolve_exit_hooks(void)
 {
     static const char *const names[] = {"__libc_start_main", "exit"};
-    void *slots[] = {(void *)real___libc_start_main, (void *)real_exit};
-    ls_real_symbols(names, slots, 2);
-    real___libc_start_main = (__typeof__(real___libc_start_main))slots[0];
-    real_exit = (__typeof__(real_exit))slots[1];
+    void **const reals[] = {(void **)&real___libc_start_main, (void **)&real_exit};
+    ls_real_symbols(names, reals, 2);
 }
 
 LEAKSHIM_EXPORT int __libc_start_main(main_fn main, int argc, char **argv, void (*init)(void), void (*fini)(void),

@@ -244,13 +244,6 @@ static void pool_del(uintptr_t pool)
     ls_on_private_stack(pool_del_on_private_stack, &pool);
 }
 
-static int same_uri(const char *a, const char *b)
-{
-    while (*a && *a == *b)
-        a++, b++;
-    return *a == *b;
-}
-
 /* The pool whose monitor connects with this URI: the one whose URI string is the same (monitors
  * copy the pool's); with no match, the only live pool if there is exactly one. */
 static uintptr_t pool_for_uri(const mongoc_uri_t *uri)
@@ -265,7 +258,7 @@ static uintptr_t pool_for_uri(const mongoc_uri_t *uri)
             continue;
         live++;
         only = pools[i].pool;
-        if (!match && s && pools[i].uri && same_uri(s, pools[i].uri))
+        if (!match && s && pools[i].uri && ls_same_str(s, pools[i].uri))
             match = pools[i].pool;
     }
     mg_unlock();

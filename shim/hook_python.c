@@ -1102,11 +1102,7 @@ static int audit_hook(const char *event, PyObject *args, void *data)
 static int cmdline_devmode(void)
 {
     char buf[4096];
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    ls_sys_close(fd);
+    ssize_t n = ls_read_file("/proc/self/cmdline", buf, sizeof buf - 1);
     if (n <= 0)
         return 0;
     buf[n] = 0;

@@ -39,10 +39,8 @@ static int resolve(void)
 {
     if (!real_sigaction) { /* first called from the constructor: both at once, no dlsym later */
         static const char *const names[] = {"sigaction", "signal"};
-        void *slots[] = {NULL, (void *)real_signal};
-        ls_real_symbols(names, slots, 2);
-        real_signal = (__typeof__(real_signal))slots[1];
-        real_sigaction = (__typeof__(real_sigaction))slots[0];
+        void **const reals[] = {(void **)&real_sigaction, (void **)&real_signal};
+        ls_real_symbols(names, reals, 2);
     }
     return real_sigaction != NULL;
 }
@@ -100,12 +98,7 @@ void ls_signal_release(void)
 /* atfork prepare/parent/child: the lock must not be inherited held. */
 void ls_signal_atfork(int phase)
 {
-    if (phase == 0)
-        pthread_mutex_lock(&sig_lock);
-    else if (phase == 1)
-        pthread_mutex_unlock(&sig_lock);
-    else
-        LS_MUTEX_REINIT(sig_lock);
+    ls_mutex_atfork(&sig_lock, phase);
 }
 
 /* May be called from the host's signal handlers (sigaction is async-signal-safe): every signal is

@@ -154,23 +154,22 @@ LEAKSHIM_EXPORT int fclose(FILE *fp)
  * from the GNU hash tables (ls_real_symbols): 17 dlsym calls were a tenth of what the shim added
  * to the start-up of a process that never opens a socket. */
 /* clang-format off */
-#define SOCKET_REALS(X) \
+/* The hooks of a socket's lifetime (also patched in by `leakshim attach`, below), then those of
+ * its use after fork (forkshare.c). */
+#define SOCKET_LIFETIME(X) \
     X(socket) X(connect) X(close) X(dup) X(dup2) X(dup3) X(fcntl) X(fcntl64) X(close_range) \
-    X(closefrom) X(fclose) X(fork) X(send) X(sendto) X(sendmsg) X(write) X(writev)
+    X(closefrom) X(fclose) X(fork)
+#define SOCKET_REALS(X) SOCKET_LIFETIME(X) X(send) X(sendto) X(sendmsg) X(write) X(writev)
 /* clang-format on */
 __attribute__((constructor)) static void resolve_socket_hooks(void)
 {
 #define NAME(fn) #fn,
-#define SLOT(fn) (void *)real_##fn,
-#define TAKE(fn) real_##fn = (__typeof__(real_##fn))slots[i++];
+#define REAL_AT(fn) (void **)&real_##fn,
     static const char *const names[] = {SOCKET_REALS(NAME)};
-    void *slots[] = {SOCKET_REALS(SLOT)};
-    size_t i = 0;
-    ls_real_symbols(names, slots, sizeof slots / sizeof slots[0]);
-    SOCKET_REALS(TAKE)
+    void **const reals[] = {SOCKET_REALS(REAL_AT)};
+    ls_real_symbols(names, reals, sizeof reals / sizeof reals[0]);
 #undef NAME
-#undef SLOT
-#undef TAKE
+#undef REAL_AT
 }
 
 LEAKSHIM_EXPORT pid_t fork(void)
@@ -191,32 +190,10 @@ LEAKSHIM_EXPORT pid_t fork(void)
  * By their own addresses, through hidden aliases: in a shim loaded late with dlopen (RTLD_LOCAL),
  * the exported names resolve to libc's functions. */
 #define LS_SELF(fn) extern __typeof__(fn) ls_self_##fn __attribute__((alias(#fn), copy(fn), visibility("hidden")));
-LS_SELF(socket)
-LS_SELF(connect)
-LS_SELF(close)
-LS_SELF(dup)
-LS_SELF(dup2)
-LS_SELF(dup3)
-LS_SELF(fcntl)
-LS_SELF(fcntl64)
-LS_SELF(close_range)
-LS_SELF(closefrom)
-LS_SELF(fclose)
-LS_SELF(fork)
-const ls_got_hook ls_socket_hooks[] = {
-    {"socket", (void *)ls_self_socket},
-    {"connect", (void *)ls_self_connect},
-    {"close", (void *)ls_self_close},
-    {"dup", (void *)ls_self_dup},
-    {"dup2", (void *)ls_self_dup2},
-    {"dup3", (void *)ls_self_dup3},
-    {"fcntl", (void *)ls_self_fcntl},
-    {"fcntl64", (void *)ls_self_fcntl64},
-    {"close_range", (void *)ls_self_close_range},
-    {"closefrom", (void *)ls_self_closefrom},
-    {"fclose", (void *)ls_self_fclose},
-    {"fork", (void *)ls_self_fork},
-};
+#define HOOK_ROW(fn) {#fn, (void *)ls_self_##fn},
+SOCKET_LIFETIME(LS_SELF)
+const ls_got_hook ls_socket_hooks[] = {SOCKET_LIFETIME(HOOK_ROW)};
+#undef HOOK_ROW
 const size_t ls_socket_nhooks = sizeof ls_socket_hooks / sizeof ls_socket_hooks[0];
 /* ------------------------------------------------------------------ first use after fork
  * Only a process that inherited tracked sockets looks (ls_fs_watch); there a tracked fd costs a

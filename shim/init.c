@@ -36,18 +36,18 @@ static int collect_obj(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-/* The one place real functions are resolved. RTLD_NEXT finds libc and any driver in the global
- * scope. A driver pulled in by an object dlopen'ed RTLD_LOCAL (psycopg2's _psycopg.so, a plugin)
- * is invisible to RTLD_NEXT although that object's calls do reach our hooks: then look the name up
- * in each loaded object's own scope, skipping the shim itself (told apart by its load base, so
- * this works before ls_init). Slow path, taken once per name: callers cache. errno untouched. */
 struct real_symbol_args {
     const char *name;
     void *p;
 };
 static void real_symbol_on_private_stack(void *arg);
 
-/* dlsym needs a few KB of stack, and a hook's first call may be on a host's small one. */
+/* The one place real functions are resolved. RTLD_NEXT finds libc and any driver in the global
+ * scope. A driver pulled in by an object dlopen'ed RTLD_LOCAL (psycopg2's _psycopg.so, a plugin)
+ * is invisible to RTLD_NEXT although that object's calls do reach our hooks: then look the name up
+ * in each loaded object's own scope, skipping the shim itself (told apart by its load base, so
+ * this works before ls_init). Slow path, taken once per name: callers cache. errno untouched.
+ * On a private stack: dlsym needs a few KB, and a hook's first call may be on a host's small one. */
 void *ls_real_symbol(const char *name)
 {
     struct real_symbol_args a = {name, NULL};
@@ -80,15 +80,20 @@ static void real_symbol_on_private_stack(void *arg)
     a->p = p;
 }
 
-/* Constructors: each slots[i] still NULL gets the real names[i], from the hash tables where they
- * can answer (ls_got_next_symbols: no loader lookup), else from ls_real_symbol. */
-void ls_real_symbols(const char *const *names, void **slots, size_t n)
+/* Constructors: each *reals[i] (a real_<fn> pointer) still NULL gets the real names[i], from the
+ * hash tables where they can answer (ls_got_next_symbols: no loader lookup), else from
+ * ls_real_symbol. */
+void ls_real_symbols(const char *const *names, void **const *reals, size_t n)
 {
-    if (ls_got_next_symbols(names, slots, n) == 0)
-        return;
-    for (size_t i = 0; i < n; i++)
-        if (!slots[i])
-            slots[i] = ls_real_symbol(names[i]);
+    for (size_t at = 0; at < n; at += 32) {
+        void *found[32];
+        size_t k = n - at < 32 ? n - at : 32;
+        for (size_t i = 0; i < k; i++)
+            found[i] = *reals[at + i];
+        ls_got_next_symbols(names + at, found, k);
+        for (size_t i = 0; i < k; i++)
+            *reals[at + i] = found[i] ? found[i] : ls_real_symbol(names[at + i]);
+    }
 }
 
 void ls_missing_symbol(const char *name)

@@ -28,6 +28,17 @@
 /* A default mutex made new again in a fork child (atfork handlers run on the host's stack inside
  * fork: an assignment, no call). */
 #define LS_MUTEX_REINIT(m) ((m) = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER)
+/* The usual atfork handling of one lock: 0 prepare (take it), 1 parent (give it back), 2 child
+ * (new again: its owner may be a thread the child does not have). */
+static inline void ls_mutex_atfork(pthread_mutex_t *m, int phase)
+{
+    if (phase == 0)
+        pthread_mutex_lock(m);
+    else if (phase == 1)
+        pthread_mutex_unlock(m);
+    else
+        LS_MUTEX_REINIT(*m);
+}
 
 /* ---------------------------------------------------------------- recursion guard
  * A __thread counter rather than a pthread key: pthread_getspecific may allocate on first use and
@@ -40,16 +51,18 @@ extern LS_TLS int ls_in_shim;
  * RTLD_LOCAL by a plugin) each loaded object but the shim. Returns NULL when absent, never
  * asserts, leaves errno alone. */
 void *ls_real_symbol(const char *name);
-void ls_real_symbols(const char *const *names, void **slots, size_t n); /* constructors: a batch */
+/* constructors, a batch: reals[i] is &real_<fn> (cast), filled if still NULL */
+void ls_real_symbols(const char *const *names, void **const *reals, size_t n);
 /* Required symbol missing: one raw-written line naming it (once per name). */
 void ls_missing_symbol(const char *name);
 
 /* ---------------------------------------------------------------- time, raw output */
-double ls_now(void);                                     /* CLOCK_REALTIME seconds */
-double ls_mono(void);                                    /* CLOCK_MONOTONIC seconds */
-int ls_sys_close(int fd);                                /* raw syscall close, bypasses every hook */
-int ls_read_self(const void *addr, void *out, size_t n); /* copy our own memory, 0; -1 (EFAULT) if unreadable */
-int ls_write_all(int fd, const void *buf, size_t len);   /* retries EINTR/partial; 0 or -1 */
+double ls_now(void);                                           /* CLOCK_REALTIME seconds */
+double ls_mono(void);                                          /* CLOCK_MONOTONIC seconds */
+int ls_sys_close(int fd);                                      /* raw syscall close, bypasses every hook */
+ssize_t ls_read_file(const char *path, char *buf, size_t cap); /* a small file: bytes read, or -1 */
+int ls_read_self(const void *addr, void *out, size_t n);       /* copy our own memory, 0; -1 (EFAULT) if unreadable */
+int ls_write_all(int fd, const void *buf, size_t len);         /* retries EINTR/partial; 0 or -1 */
 /* The host's fd n as an fd this thread can use: n itself, or on the reporter thread (which has
  * an fd table of its own) a private duplicate; give it back with ls_host_fd_done. -1 if gone. */
 extern LS_TLS int ls_fds_private;

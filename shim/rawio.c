@@ -3,6 +3,7 @@
 #include "ls_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -36,6 +37,26 @@ double ls_mono(void)
 int ls_sys_close(int fd)
 {
     return (int)syscall(SYS_close, fd);
+}
+
+/* A whole small file (/proc): up to cap bytes into buf, no NUL added; the byte count, or -1 if it
+ * cannot be opened. The fd is closed with the raw syscall. */
+ssize_t ls_read_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t n = 0;
+    while (n < cap) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    ls_sys_close(fd);
+    return (ssize_t)n;
 }
 
 /* Reads n bytes of our own memory without faulting on an address that is not mapped; errno is

@@ -32,29 +32,11 @@ typedef struct inputs {
     const char *argv[ARGV_MAX];
 } inputs;
 
-static ssize_t read_file(const char *path, char *buf, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t n = 0;
-    while (n < cap) {
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    ls_sys_close(fd);
-    return (ssize_t)n;
-}
-
 /* When the process started (realtime): /proc/self/stat's start time after boot, plus boot time. */
 static double start_time(void)
 {
     char st[1024], ps[4096];
-    ssize_t n = read_file("/proc/self/stat", st, sizeof st - 1), m = read_file("/proc/stat", ps, sizeof ps - 1);
+    ssize_t n = ls_read_file("/proc/self/stat", st, sizeof st - 1), m = ls_read_file("/proc/stat", ps, sizeof ps - 1);
     if (n <= 0 || m <= 0)
         return 0;
     st[n] = ps[m] = 0;
@@ -80,7 +62,7 @@ static void process_facts(inputs *x)
     p->exe = x->exe;
     p->cwd = getcwd(x->cwd, sizeof x->cwd) ? x->cwd : NULL;
     x->cmdline = malloc(CMDLINE_MAX + 1);
-    n = x->cmdline ? read_file("/proc/self/cmdline", x->cmdline, CMDLINE_MAX) : -1;
+    n = x->cmdline ? ls_read_file("/proc/self/cmdline", x->cmdline, CMDLINE_MAX) : -1;
     for (ssize_t i = 0; n > 0 && i < n && p->argc < ARGV_MAX; i += (ssize_t)strlen(x->cmdline + i) + 1) {
         x->cmdline[n] = 0;
         x->argv[p->argc++] = x->cmdline + i;
@@ -269,11 +251,7 @@ int ls_exit_leaks(void)
  * No libc call: the exit path of every such process runs it. */
 int ls_report_exit_says_nothing(void)
 {
-    static const char quiet[] = "stderr";
-    for (size_t i = 0; i < sizeof quiet; i++)
-        if (ls_opt.report[i] != quiet[i])
-            return 0;
-    return !ls_registry_ever_tracked() && ls_opt.verbosity < 2;
+    return ls_same_str(ls_opt.report, "stderr") && !ls_registry_ever_tracked() && ls_opt.verbosity < 2;
 }
 
 /* Only the formats that will be written are built: format=text builds no JSON. */

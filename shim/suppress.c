@@ -286,10 +286,5 @@ int ls_stack_suppressed(ls_stack_id id)
  * child with the lock held. */
 void ls_suppressions_atfork(int phase)
 {
-    if (phase == 0)
-        pthread_mutex_lock(&supp_lock);
-    else if (phase == 1)
-        pthread_mutex_unlock(&supp_lock);
-    else
-        LS_MUTEX_REINIT(supp_lock);
+    ls_mutex_atfork(&supp_lock, phase);
 }

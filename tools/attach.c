@@ -19,6 +19,7 @@
  * library is not the same file, a process that runs the shim from its start (preloaded) or that
  * another tracer holds, a seccomp
  * filter on this tool (gdb inherits it) that forbids ptrace, gdb missing. */
+#include "../shim/ls_internal.h"
 #include "attach.h"
 
 #include <ctype.h>
@@ -159,22 +160,11 @@ static const char gdb_script[] =
 
 /* ------------------------------------------------------------------ reading /proc */
 
+/* The file as a NUL-terminated string (at most cap - 1 bytes); its length, or -1. */
 static int read_text(const char *path, char *buf, size_t cap)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = 0;
+    ssize_t n = ls_read_file(path, buf, cap - 1);
+    buf[n > 0 ? n : 0] = 0;
     return (int)n;
 }
 

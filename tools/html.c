@@ -289,6 +289,16 @@ static void groups_html(FILE *o, const rp_file *files, int n)
     free(m);
 }
 
+/* The user's frame of an item's "where" (a pool's or a churn row's creation stack), escaped. */
+static void where_top(FILE *o, const rp_file *f, const cJSON *item)
+{
+    const cJSON *where = rp_get(item, "where");
+    rp_stack s;
+    rp_stack_of(f, cJSON_IsObject(where) ? where : NULL, 0, &s);
+    esc(o, s.n ? s.f[0].text : "?");
+    rp_stack_free(&s);
+}
+
 static void suspects_pools_churn(FILE *o, const rp_file *files, int n)
 {
     fputs("<h2>Suspects</h2>\n", o);
@@ -328,17 +338,14 @@ static void suspects_pools_churn(FILE *o, const rp_file *files, int n)
                 fputs("<table><tr><th>pid</th><th>type</th><th>driver</th><th class=\"num\">size</th><th "
                       "class=\"num\">in use</th><th class=\"num\">idle</th><th>created at</th></tr>\n",
                       o);
-            rp_stack s;
-            rp_stack_of(&files[i], cJSON_IsObject(rp_get(p, "where")) ? rp_get(p, "where") : NULL, 0, &s);
             fprintf(o, "<tr><td>%d</td><td>", files[i].pid);
             esc(o, rp_str(p, "type"));
             fputs("</td><td>", o);
             esc(o, rp_str(p, "driver"));
             fprintf(o, "</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td><td>",
                     rp_num(p, "size", 0), rp_num(p, "in_use", 0), rp_num(p, "idle", 0));
-            esc(o, s.n ? s.f[0].text : "?");
+            where_top(o, &files[i], p);
             fputs("</td></tr>\n", o);
-            rp_stack_free(&s);
         }
     }
     fputs(any ? "</table>\n" : "<p class=\"muted\">No pool open when the report was taken.</p>\n", o);
@@ -352,16 +359,13 @@ static void suspects_pools_churn(FILE *o, const rp_file *files, int n)
                 fputs("<table><tr><th>pid</th><th class=\"num\">created</th><th class=\"num\">live</th><th "
                       "class=\"num\">pools</th><th>where</th><th></th></tr>\n",
                       o);
-            rp_stack s;
-            rp_stack_of(&files[i], cJSON_IsObject(rp_get(r, "where")) ? rp_get(r, "where") : NULL, 0, &s);
             fprintf(
                 o,
                 "<tr><td>%d</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td><td class=\"num\">%.0f</td><td>",
                 files[i].pid, rp_num(r, "created", 0), rp_num(r, "live", 0), rp_num(r, "pools", 0));
-            esc(o, s.n ? s.f[0].text : "?");
+            where_top(o, &files[i], r);
             fprintf(o, "</td><td>%s</td></tr>\n",
                     cJSON_IsTrue(rp_get(r, "many")) ? "many created, few live: a client or pool per request?" : "");
-            rp_stack_free(&s);
         }
     }
     fputs(any ? "</table>\n" : "<p class=\"muted\">No creations recorded.</p>\n", o);

@@ -71,16 +71,22 @@ def _route_label(method, template):
     return '%s %s' % (method or '?', template or '?')
 
 
+def _enter_route(describe):
+    """Enters the request context of the route describe() names as (method, template); None if
+    that fails (the request itself goes on untouched)."""
+    try:
+        method, template = describe()
+        return enter(_route_label(method, template), 'request', next(_requests))
+    except Exception:
+        return None
+
+
 def patch_starlette(mod):
     def make(orig):
         async def handle(self, scope, receive, send):
-            tok = None
-            try:
-                # a route inside a Mount: root_path holds the mount's path (as matched)
-                path = (scope.get('root_path') or '') + (getattr(self, 'path', None) or '?')
-                tok = enter(_route_label(scope.get('method'), path), 'request', next(_requests))
-            except Exception:
-                pass
+            # a route inside a Mount: root_path holds the mount's path (as matched)
+            tok = _enter_route(lambda: (scope.get('method'),
+                                        (scope.get('root_path') or '') + (getattr(self, 'path', None) or '?')))
             try:
                 return await orig(self, scope, receive, send)
             finally:
@@ -97,14 +103,10 @@ def patch_flask(mod):
 
     def make(orig):
         def full_dispatch_request(self, *a, **k):
-            tok = None
-            try:
+            def describe():
                 req = sys.modules['flask.globals'].request
-                rule = req.url_rule
-                tok = enter(_route_label(req.method, rule.rule if rule is not None else '<no route>'), 'request',
-                            next(_requests))
-            except Exception:
-                pass
+                return req.method, req.url_rule.rule if req.url_rule is not None else '<no route>'
+            tok = _enter_route(describe)
             try:
                 return orig(self, *a, **k)
             finally:

@@ -36,13 +36,6 @@
 #include <unistd.h>
 #include <valgrind/callgrind.h>
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void *acceptor(void *arg)
 {
     int lfd = (int)(intptr_t)arg, c;
@@ -60,14 +53,14 @@ static double __attribute__((noipa)) capture_at_depth(int depth, int rounds, int
         return r;
     }
     void *buf[64];
-    double t0 = now();
+    double t0 = ls_mono();
     for (int i = 0; i < rounds; i++) {
         if (unwind_only)
             unw_backtrace(buf, 32);
         else
             ls_stack_capture();
     }
-    return (now() - t0) / rounds;
+    return (ls_mono() - t0) / rounds;
 }
 
 /* ------------------------------------------------------------------ dump */
@@ -193,9 +186,9 @@ static void *prober(void *arg)
     (void)arg;
     struct timespec pause_50us = {0, 50000};
     while (__atomic_load_n(&probing, __ATOMIC_RELAXED)) {
-        double t0 = now();
+        double t0 = ls_mono();
         ls_handle_known(1);
-        double w = now() - t0;
+        double w = ls_mono() - t0;
         if (w > worst_wait)
             worst_wait = w;
         nanosleep(&pause_50us, NULL);
@@ -212,9 +205,9 @@ static void measure(int n, double us[NVARIANTS], double wait_ms[NVARIANTS])
     double t[NVARIANTS][ROUNDS];
     for (int r = 0; r < ROUNDS; r++)
         for (int v = 0; v < NVARIANTS; v++) {
-            double t0 = now();
+            double t0 = ls_mono();
             variants[v].fn();
-            t[v][r] = (now() - t0) / n * 1e6;
+            t[v][r] = (ls_mono() - t0) / n * 1e6;
         }
     for (int v = 0; v < NVARIANTS; v++) {
         qsort(t[v], ROUNDS, sizeof t[v][0], cmp_double);
@@ -383,11 +376,11 @@ static void fmt_bench(int callgrind)
     }
     double best[2] = {1e9, 1e9};
     for (int r = 0; r < ROUNDS; r++) {
-        double t0 = now();
+        double t0 = ls_mono();
         fmt_printf();
-        double t1 = now();
+        double t1 = ls_mono();
         fmt_fast();
-        double t2 = now();
+        double t2 = ls_mono();
         best[0] = t1 - t0 < best[0] ? t1 - t0 : best[0];
         best[1] = t2 - t1 < best[1] ? t2 - t1 : best[1];
     }
@@ -427,23 +420,23 @@ int main(int argc, char **argv)
         fds[i] = socket(AF_INET, SOCK_STREAM, 0);
         connect(fds[i], (struct sockaddr *)&sa, sizeof sa);
     }
-    double t0 = now();
+    double t0 = ls_mono();
     for (int p = 0; p < PASSES; p++)
         for (int i = 0; i < NSOCK; i++) {
             ls_on_socket_new(fds[i]);
             ls_on_connect(fds[i], (struct sockaddr *)&sa, sizeof sa);
             ls_on_close(fds[i]);
         }
-    printf("per_socket_us %.3f\n", (now() - t0) / (NSOCK * PASSES) * 1e6);
+    printf("per_socket_us %.3f\n", (ls_mono() - t0) / (NSOCK * PASSES) * 1e6);
     for (int i = 0; i < NSOCK; i++)
         close(fds[i]);
     printf("capture32_us %.3f\n", capture_at_depth(32, 20000, 0) * 1e6);
     printf("unwind32_us %.3f\n", capture_at_depth(32, 20000, 1) * 1e6);
     /* untracked close: the common case for every file the host closes */
-    double u0 = now();
+    double u0 = ls_mono();
     for (int i = 0; i < 1000000; i++)
         ls_on_close(3);
-    printf("untracked_close_ns %.2f\n", (now() - u0) / 1e6 * 1e9);
+    printf("untracked_close_ns %.2f\n", (ls_mono() - u0) / 1e6 * 1e9);
 
     fmt_bench(0);
     dump_bench(ndump, 0);

@@ -12,15 +12,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int main(void)
 {
@@ -49,21 +41,21 @@ int main(void)
         }
         int reps = n >= 10000 ? 50 : 500;
         ls_counts *c = malloc(sizeof *c);
-        double t0 = now();
+        double t0 = ls_mono();
         for (int i = 0; i < reps; i++)
             ls_counts_take(c, ls_now(), 30, 0);
-        double sample = (now() - t0) / reps;
+        double sample = (ls_mono() - t0) / reps;
         if (c->s.live != n) {
             fprintf(stderr, "counted %d live, expected %d\n", c->s.live, n);
             return 1;
         }
-        t0 = now();
+        t0 = ls_mono();
         for (int i = 0; i < reps; i++) {
             ls_snapshot s;
             ls_registry_snapshot(&s, 0);
             ls_registry_snapshot_free(&s);
         }
-        double snap = (now() - t0) / reps;
+        double snap = (ls_mono() - t0) / reps;
         printf("timeline %d %.1f %.1f\n", n, sample * 1e6, snap * 1e6);
         free(c);
     }

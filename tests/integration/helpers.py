@@ -192,3 +192,16 @@ def undescribed_schema_fields():
 
     walk(schema, "")
     return missing
+
+
+def line_of(path, marker):
+    """1-based number of the only line of `path` containing `marker` (no line number is hard-coded
+    in a test, and an ambiguous marker fails loudly)."""
+    hits = [i for i, text in enumerate(Path(path).read_text().splitlines(), 1) if marker in text]
+    assert len(hits) == 1, f"{marker!r} found {len(hits)} times in {path}"
+    return hits[0]
+
+
+def pyframes(rep, sid):
+    """The Python frames of a JSON report's stack `sid` (none for no stack)."""
+    return rep["stacks"][str(sid)].get("pyframes", []) if sid is not None else []

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import PY, run_shim  # noqa: E402
+from helpers import PY, line_of, pyframes as frames, run_shim  # noqa: E402
 
 LEAK_CATEGORIES = {"leak", "handle-leak", "orphaned-socket", "closed-under-handle", "checkout-leak",
                    "client-leak"}
@@ -28,16 +28,6 @@ def run_prog(tmp_path, code, *args, options=None):
     reps = [x for x in reps if x["kind"] == "exit"]
     assert len(reps) == 1, r.stderr
     return prog, r, reps[0]
-
-
-def line_of(path, marker):
-    hits = [i for i, t in enumerate(Path(path).read_text().splitlines(), 1) if marker in t]
-    assert len(hits) == 1, f"{marker!r} found {len(hits)} times"
-    return hits[0]
-
-
-def frames(rep, sid):
-    return rep["stacks"][str(sid)].get("pyframes", []) if sid is not None else []
 
 
 def at(rep, path, line, category):

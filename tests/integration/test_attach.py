@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import PY, ROOT, SHIM, TOOL
+from helpers import PY, ROOT, SHIM, TOOL, line_of
 
 pytestmark = pytest.mark.no_asan  # an ASan-built shim cannot be dlopen'ed into a plain process
 
@@ -136,13 +136,6 @@ class Load:
         assert self.failed == 0, f"{self.failed} requests failed: {self.errors[:5]}"
         return self.ok
 
-
-def line_of(path, text):
-    """The line number of the first line containing text (so no line number is hard-coded)."""
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if text in line:
-            return i
-    raise AssertionError(f"{text!r} not in {path}")
 
 
 def attach(service, pg, tmp_path, extra=""):

@@ -22,20 +22,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import helpers  # noqa: E402
-from helpers import PY, ROOT, TOOL, run_shim, shim_env  # noqa: E402
+from helpers import PY, ROOT, TOOL, line_of, run_shim, shim_env  # noqa: E402
 
 SAMPLES = ROOT / "samples"
 LEAK_CATEGORIES = {"leak", "handle-leak", "orphaned-socket", "closed-under-handle", "checkout-leak"}
 
 
 # ------------------------------------------------------------------ helpers
-
-def line_of(path, marker):
-    """1-based number of the only line of `path` containing `marker`."""
-    hits = [i for i, text in enumerate(Path(path).read_text().splitlines(), 1) if marker in text]
-    assert len(hits) == 1, f"{marker!r} found {len(hits)} times in {path}"
-    return hits[0]
 
 
 def pyframes(report, stack_id):

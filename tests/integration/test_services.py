@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import line_of, pyframes as frames  # noqa: E402
 from services import SAMPLES, Service, wait_for  # noqa: E402
 
 LEAKS = {"leak", "handle-leak", "orphaned-socket", "closed-under-handle", "checkout-leak", "client-leak",
          "shared-across-fork"}
-
-
-def line_of(path, marker):
-    hits = [i for i, t in enumerate(Path(path).read_text().splitlines(), 1) if marker in t]
-    assert len(hits) == 1, f"{marker!r} found {len(hits)} times in {path}"
-    return hits[0]
-
-
-def frames(rep, sid):
-    return rep["stacks"][str(sid)].get("pyframes", []) if sid is not None else []
 
 
 def groups_at(rep, path, line, category=None):

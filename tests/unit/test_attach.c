@@ -23,15 +23,6 @@ static int connect_unseen(struct sockaddr_storage *ss, socklen_t *len)
     return fd;
 }
 
-static void build(ls_buf *text, ls_buf *json, int kind, int *leaks)
-{
-    memset(text, 0, sizeof *text);
-    memset(json, 0, sizeof *json);
-    ls_report_build(text, json, kind, leaks);
-    assert_non_null(text->data);
-    assert_non_null(json->data);
-}
-
 static void existing_sockets_are_tracked_once_without_a_stack(void **state)
 {
     (void)state;
@@ -57,7 +48,7 @@ static void existing_sockets_are_tracked_once_without_a_stack(void **state)
 
     ls_buf text, json;
     int leaks = -1;
-    build(&text, &json, 1, &leaks);
+    unit_build_report(&text, &json, 1, &leaks);
     assert_non_null(strstr(text.data, "Opened before attach"));
     assert_non_null(strstr(text.data, "opened before attach (no stack)"));
     assert_non_null(strstr(text.data, "driver handles and pools created before attach are not known"));
@@ -67,7 +58,7 @@ static void existing_sockets_are_tracked_once_without_a_stack(void **state)
     ls_buf_free(&text);
     ls_buf_free(&json);
 
-    build(&text, &json, 0, &leaks);
+    unit_build_report(&text, &json, 0, &leaks);
     assert_int_equal(leaks, 0); /* not a leak: nobody knows who opened it, or why */
     assert_non_null(strstr(text.data, "Not counted as leaks:"));
     assert_non_null(strstr(text.data, "opened before attach (no stack)"));

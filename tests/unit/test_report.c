@@ -779,15 +779,6 @@ static void __attribute__((noipa, optimize("O0"))) leak_a_rounds(int *fds, int n
         fds[i] = leak_site_a();
 }
 
-static void build(ls_buf *text, ls_buf *json, int kind, int *leaks)
-{
-    memset(text, 0, sizeof *text);
-    memset(json, 0, sizeof *json);
-    ls_report_build(text, json, kind, leaks);
-    assert_non_null(text->data);
-    assert_non_null(json->data);
-}
-
 static const char *last_line(const ls_buf *b)
 {
     const char *end = b->data + b->len - 1; /* the final newline */
@@ -805,7 +796,7 @@ static void registry_groups_largest_first_summary_last(void **state)
     fds[3] = leak_site_b();
     ls_buf text, json;
     int leaks = -1;
-    build(&text, &json, 0, &leaks);
+    unit_build_report(&text, &json, 0, &leaks);
     assert_int_equal(leaks, 4);
     const char *g3 = strstr(text.data, "3 database connections to 127.0.0.1:");
     const char *g1 = strstr(text.data, "1 database connection to 127.0.0.1:");
@@ -829,7 +820,7 @@ static void registry_groups_largest_first_summary_last(void **state)
 
     /* suppress one group by function name: it leaves the count and is listed as suppressed */
     ls_suppressions_add("leak_site_a");
-    build(&text, &json, 0, &leaks);
+    unit_build_report(&text, &json, 0, &leaks);
     assert_int_equal(leaks, 1);
     assert_non_null(strstr(last_line(&text), "1 leaked database connection in 1 group (3 suppressed)"));
     assert_non_null(strstr(json.data, "\"suppressed\":3"));
@@ -839,7 +830,7 @@ static void registry_groups_largest_first_summary_last(void **state)
 
     for (int i = 0; i < 4; i++)
         unit_close(fds[i]);
-    build(&text, &json, 0, &leaks);
+    unit_build_report(&text, &json, 0, &leaks);
     assert_int_equal(leaks, 0);
     assert_non_null(strstr(last_line(&text), "leakshim: 0 leaked database connections"));
     assert_non_null(strstr(json.data, "\"created\":3,\"live\":0,"));
@@ -880,7 +871,7 @@ static void registry_driver_categories(void **state)
     int d = unit_connect(unit_port);
     ls_ctx_pop(prev);
 
-    build(&text, &json, 0, &leaks);
+    unit_build_report(&text, &json, 0, &leaks);
     assert_int_equal(leaks, 4); /* handle leak + orphaned + closed-under + checkout */
     assert_non_null(strstr(text.data, "1 libpq handle (PGconn) never freed, holding 1 open PostgreSQL connection"));
     assert_non_null(strstr(text.data, "1 Redis connection to 127.0.0.1:"));
@@ -899,7 +890,7 @@ static void registry_driver_categories(void **state)
     ls_buf_free(&json);
 
     /* snapshot: checked-out connections are grouped by their checkout stack; pools named */
-    build(&text, &json, 1, NULL);
+    unit_build_report(&text, &json, 1, NULL);
     assert_non_null(strstr(text.data, "Checked out of pools (oldest first):\n1 MongoDB connection (libmongoc) "
                                       "checked out of libmongoc pool 0x400 for "));
     assert_non_null(strstr(text.data, "Pools:\n  libmongoc pool 0x400 created at "));
@@ -915,7 +906,7 @@ static void registry_driver_categories(void **state)
     ls_pool_checkin(0x400, 0x410);
     ls_handle_close(0x400);
     unit_close(d);
-    build(&text, &json, 0, &leaks);
+    unit_build_report(&text, &json, 0, &leaks);
     assert_int_equal(leaks, 0);
     assert_null(strstr(text.data, "Not counted as leaks:"));
     ls_buf_free(&text);

@@ -22,4 +22,6 @@ int unit_group_teardown(void **state);
 int unit_connect(int port);
 /* close as the hook does it: forget first, then the real close. */
 void unit_close(int fd);
+/* A report of this kind as text and JSON (both zeroed first, both built). */
+void unit_build_report(ls_buf *text, ls_buf *json, int kind, int *leaks);
 #endif

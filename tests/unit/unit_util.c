@@ -81,3 +81,12 @@ int unit_group_teardown(void **state)
     close(unit_lfd);
     return 0;
 }
+
+void unit_build_report(ls_buf *text, ls_buf *json, int kind, int *leaks)
+{
+    memset(text, 0, sizeof *text);
+    memset(json, 0, sizeof *json);
+    ls_report_build(text, json, kind, leaks);
+    assert_non_null(text->data);
+    assert_non_null(json->data);
+}
